@@ -1,0 +1,345 @@
+//! A registry of providers by name, each with a typed configuration.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::{CloudError, CloudProvider, CloudResult};
+
+/// Provider names that mean "no in-process provider" (upstream: empty or `external`).
+pub const NO_PROVIDER_NAMES: [&str; 2] = ["", "external"];
+
+/// Why a provider could not be registered or built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// A provider was registered twice under the same name.
+    #[error("cloud provider {0:?} was registered twice")]
+    DuplicateName(String),
+    /// The name means "no provider" (`""` or `external`) and cannot be registered.
+    #[error("cloud provider name {0:?} is reserved (it means: no in-process provider)")]
+    ReservedName(String),
+    /// A name that is not registered was asked for.
+    #[error("unknown cloud provider {name:?}; this binary has: {known}")]
+    UnknownProvider {
+        /// The name asked for.
+        name: String,
+        /// The registered names, comma-separated.
+        known: String,
+    },
+    /// The configuration file could not be read.
+    #[error("cannot read cloud config {path}: {source}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration does not fit the provider's config type.
+    #[error("invalid cloud config for provider {provider:?} in {origin}: field `{field}`: {message}")]
+    InvalidConfig {
+        /// The provider.
+        provider: String,
+        /// Where the configuration came from (file path or `<inline>`).
+        origin: String,
+        /// The path of the offending field (`.` for the document itself).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The provider's factory failed.
+    #[error("cannot initialize cloud provider {provider:?}: {source}")]
+    Factory {
+        /// The provider.
+        provider: String,
+        /// What the factory reported.
+        #[source]
+        source: CloudError,
+    },
+}
+
+type BuildFn =
+    dyn Fn(Option<(String, String)>) -> BoxFuture<'static, Result<Arc<dyn CloudProvider>, RegistryError>> + Send + Sync;
+
+struct Entry {
+    build: Box<BuildFn>,
+    schema: fn() -> schemars::Schema,
+}
+
+/// Providers by name. A binary registers the providers compiled into it and builds the one the user chose.
+///
+/// ```
+/// use std::sync::Arc;
+/// use cloudprovider_api::{CloudProvider, ProviderRegistry};
+///
+/// #[derive(serde::Deserialize, schemars::JsonSchema, Default)]
+/// #[serde(deny_unknown_fields)]
+/// struct MyConfig { region: String }
+///
+/// struct MyCloud { region: String }
+/// impl CloudProvider for MyCloud {
+///     fn provider_name(&self) -> &str { "mycloud" }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let mut registry = ProviderRegistry::new();
+/// registry.register("mycloud", |config: Option<MyConfig>| async move {
+///     let config = config.unwrap_or_default();
+///     Ok(Arc::new(MyCloud { region: config.region }) as Arc<dyn CloudProvider>)
+/// })?;
+///
+/// let provider = registry.build_from_str("mycloud", Some("region: eu-west-1")).await?.unwrap();
+/// assert_eq!(provider.provider_name(), "mycloud");
+///
+/// // A typo names the field.
+/// let err = registry.build_from_str("mycloud", Some("regoin: x")).await.err().unwrap();
+/// assert!(err.to_string().contains("regoin"));
+/// # Ok::<(), cloudprovider_api::RegistryError>(()) }).unwrap();
+/// ```
+#[derive(Default)]
+pub struct ProviderRegistry {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl fmt::Debug for ProviderRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderRegistry")
+            .field("providers", &self.entries.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ProviderRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `factory` under `name`. The factory receives the parsed configuration, or `None` when no
+    /// configuration was given. Registering a name twice is an error.
+    pub fn register<C, F, Fut>(&mut self, name: &str, factory: F) -> Result<(), RegistryError>
+    where
+        C: DeserializeOwned + schemars::JsonSchema + Send + 'static,
+        F: Fn(Option<C>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = CloudResult<Arc<dyn CloudProvider>>> + Send + 'static,
+    {
+        if NO_PROVIDER_NAMES.contains(&name) {
+            return Err(RegistryError::ReservedName(name.to_owned()));
+        }
+        if self.entries.contains_key(name) {
+            return Err(RegistryError::DuplicateName(name.to_owned()));
+        }
+        let provider = name.to_owned();
+        let factory = Arc::new(factory);
+        let build = move |config: Option<(String, String)>| -> BoxFuture<'static, _> {
+            let provider = provider.clone();
+            let factory = Arc::clone(&factory);
+            Box::pin(async move {
+                let parsed = match config {
+                    None => None,
+                    Some((origin, text)) => Some(parse_config::<C>(&provider, &origin, &text)?),
+                };
+                factory(parsed)
+                    .await
+                    .map_err(|source| RegistryError::Factory { provider, source })
+            })
+        };
+        self.entries.insert(
+            name.to_owned(),
+            Entry {
+                build: Box::new(build),
+                schema: schema_of::<C>,
+            },
+        );
+        Ok(())
+    }
+
+    /// The registered names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// The JSON Schema of the provider's configuration.
+    pub fn config_schema(&self, name: &str) -> Result<schemars::Schema, RegistryError> {
+        Ok((self.entry(name)?.schema)())
+    }
+
+    /// Builds provider `name` with the configuration file at `config` (YAML or JSON).
+    /// Returns `Ok(None)` for the names that mean "no provider" (`""`, `external`).
+    pub async fn build(
+        &self,
+        name: &str,
+        config: Option<&Path>,
+    ) -> Result<Option<Arc<dyn CloudProvider>>, RegistryError> {
+        if NO_PROVIDER_NAMES.contains(&name) {
+            return Ok(None);
+        }
+        let entry = self.entry(name)?;
+        let config = match config {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| RegistryError::ReadConfig {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Some((path.display().to_string(), text))
+            }
+        };
+        (entry.build)(config).await.map(Some)
+    }
+
+    /// Like [`build`](Self::build) with the configuration given as text.
+    pub async fn build_from_str(
+        &self,
+        name: &str,
+        config: Option<&str>,
+    ) -> Result<Option<Arc<dyn CloudProvider>>, RegistryError> {
+        if NO_PROVIDER_NAMES.contains(&name) {
+            return Ok(None);
+        }
+        let entry = self.entry(name)?;
+        (entry.build)(config.map(|t| ("<inline>".to_owned(), t.to_owned())))
+            .await
+            .map(Some)
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry, RegistryError> {
+        self.entries.get(name).ok_or_else(|| RegistryError::UnknownProvider {
+            name: name.to_owned(),
+            known: self.names().collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+fn schema_of<C: schemars::JsonSchema>() -> schemars::Schema {
+    schemars::schema_for!(C)
+}
+
+/// Parses YAML (and so JSON) into `C`, naming the offending field on error. An empty document is `{}`.
+fn parse_config<C: DeserializeOwned>(provider: &str, origin: &str, text: &str) -> Result<C, RegistryError> {
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    let invalid = |field: String, message: String| RegistryError::InvalidConfig {
+        provider: provider.to_owned(),
+        origin: origin.to_owned(),
+        field,
+        message,
+    };
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        invalid(field, e.into_inner().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Named(String);
+    impl CloudProvider for Named {
+        fn provider_name(&self) -> &str {
+            &self.0
+        }
+    }
+
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Cfg {
+        cluster_id: String,
+        #[serde(default)]
+        zones: Vec<String>,
+    }
+
+    fn registry() -> ProviderRegistry {
+        let mut r = ProviderRegistry::new();
+        let res = r.register("named", |c: Option<Cfg>| async move {
+            let name = c.map(|c| format!("{}:{}", c.cluster_id, c.zones.len())).unwrap_or_default();
+            Ok(Arc::new(Named(name)) as Arc<dyn CloudProvider>)
+        });
+        assert!(res.is_ok());
+        r
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn duplicate_and_reserved_names_are_errors() {
+        let mut r = registry();
+        let dup = r.register("named", |_: Option<Cfg>| async {
+            Err::<Arc<dyn CloudProvider>, _>(CloudError::NotImplemented("x"))
+        });
+        assert!(matches!(dup, Err(RegistryError::DuplicateName(n)) if n == "named"));
+        let reserved = r.register("external", |_: Option<Cfg>| async {
+            Err::<Arc<dyn CloudProvider>, _>(CloudError::NotImplemented("x"))
+        });
+        assert!(matches!(reserved, Err(RegistryError::ReservedName(n)) if n == "external"));
+    }
+
+    #[test]
+    fn build_parses_config_and_names_bad_fields() {
+        let r = registry();
+        rt().block_on(async {
+            let p = r.build_from_str("named", Some("clusterId: c1\nzones: [a, b]")).await;
+            assert_eq!(p.ok().flatten().map(|p| p.provider_name().to_owned()), Some("c1:2".into()));
+
+            let none = r.build_from_str("named", None).await;
+            assert_eq!(none.ok().flatten().map(|p| p.provider_name().to_owned()), Some(String::new()));
+
+            let bad = r.build_from_str("named", Some("clusterId: c1\nzones: 5")).await;
+            match bad {
+                Err(RegistryError::InvalidConfig { field, .. }) => assert_eq!(field, "zones"),
+                other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
+            }
+            let unknown_field = r.build_from_str("named", Some("clusterID: c1")).await;
+            let msg = unknown_field.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains("clusterID"), "{msg}");
+
+            let missing = r.build_from_str("named", Some("")).await;
+            let msg = missing.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains("clusterId"), "{msg}");
+        });
+    }
+
+    #[test]
+    fn unknown_and_external_names() {
+        let r = registry();
+        rt().block_on(async {
+            let err = r.build("nope", None).await.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("unknown cloud provider \"nope\"") && err.contains("named"), "{err}");
+            assert!(matches!(r.build("external", None).await, Ok(None)));
+            assert!(matches!(r.build("", None).await, Ok(None)));
+        });
+    }
+
+    #[test]
+    fn reads_config_files_and_reports_io_errors() {
+        let r = registry();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("cloud.yaml");
+        std::fs::write(&path, "{\"clusterId\": \"json\"}").unwrap_or_else(|e| panic!("{e}"));
+        rt().block_on(async {
+            let p = r.build("named", Some(&path)).await;
+            assert_eq!(p.ok().flatten().map(|p| p.provider_name().to_owned()), Some("json:0".into()));
+            let missing = r.build("named", Some(&dir.path().join("absent.yaml"))).await;
+            assert!(matches!(missing, Err(RegistryError::ReadConfig { .. })));
+        });
+    }
+
+    #[test]
+    fn schema_is_available() {
+        let r = registry();
+        let schema = r.config_schema("named").map(|s| serde_json::to_string(&s).unwrap_or_default());
+        assert!(schema.as_deref().unwrap_or_default().contains("clusterId"));
+        assert!(r.config_schema("nope").is_err());
+    }
+}
