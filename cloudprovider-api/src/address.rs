@@ -6,7 +6,19 @@ use k8s_openapi::api::core::v1 as corev1;
 use serde::{Deserialize, Serialize};
 
 /// The type of a node address (`status.addresses[].type`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum NodeAddressType {
     /// `Hostname`
     Hostname,

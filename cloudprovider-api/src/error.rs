@@ -68,7 +68,10 @@ pub enum CloudError {
 impl CloudError {
     /// A [`CloudError::NotFound`].
     pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
-        Self::NotFound { kind, id: id.into() }
+        Self::NotFound {
+            kind,
+            id: id.into(),
+        }
     }
 
     /// A [`CloudError::InvalidInput`] naming `field`.

@@ -70,7 +70,8 @@ pub use error::{BoxError, CloudError, CloudResult};
 pub use instances::{InstanceMetadata, InstanceState, Instances};
 pub use load_balancers::{LoadBalancers, MAX_LOAD_BALANCER_NAME_LEN, default_load_balancer_name};
 pub use node_groups::{
-    CloudInstance, CloudInstanceError, CloudInstanceErrorClass, CloudInstanceState, NodeGroup, NodeGroups,
+    CloudInstance, CloudInstanceError, CloudInstanceErrorClass, CloudInstanceState, NodeGroup,
+    NodeGroups,
 };
 pub use provider::{Capabilities, CloudProvider};
 pub use provider_id::{PROVIDER_ID_FIELD, ProviderId, node_provider_id};

@@ -67,7 +67,11 @@ pub trait LoadBalancers: Send + Sync {
 
     /// Deletes the load balancer and everything made for it. Succeeds if it does not exist. Never answers
     /// "implemented elsewhere". Must delete only what this cluster owns.
-    async fn ensure_load_balancer_deleted(&self, cluster_name: &str, service: &Service) -> CloudResult<()>;
+    async fn ensure_load_balancer_deleted(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+    ) -> CloudResult<()>;
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use crate::{Clusters, CloudResult, Instances, LoadBalancers, NodeGroups, Routes, Zones};
+use crate::{CloudResult, Clusters, Instances, LoadBalancers, NodeGroups, Routes, Zones};
 
 /// A cloud provider: its name and the capabilities it supports. Used as `Arc<dyn CloudProvider>` so a binary can
 /// pick a provider by name at run time (see [`ProviderRegistry`](crate::ProviderRegistry)).

@@ -57,7 +57,10 @@ impl ProviderId {
         if p.provider != provider {
             return Err(CloudError::invalid_input(
                 PROVIDER_ID_FIELD,
-                format!("{s:?} belongs to provider {:?}, not {provider:?}", p.provider),
+                format!(
+                    "{s:?} belongs to provider {:?}, not {provider:?}",
+                    p.provider
+                ),
             ));
         }
         Ok(p)
@@ -75,7 +78,10 @@ impl ProviderId {
 
     /// The last `/`-separated segment of the id (an instance ID in most clouds' formats).
     pub fn last_segment(&self) -> &str {
-        self.id.rsplit('/').find(|s| !s.is_empty()).unwrap_or(&self.id)
+        self.id
+            .rsplit('/')
+            .find(|s| !s.is_empty())
+            .unwrap_or(&self.id)
     }
 }
 

@@ -42,7 +42,9 @@ pub enum RegistryError {
         source: std::io::Error,
     },
     /// The configuration does not fit the provider's config type.
-    #[error("invalid cloud config for provider {provider:?} in {origin}: field `{field}`: {message}")]
+    #[error(
+        "invalid cloud config for provider {provider:?} in {origin}: field `{field}`: {message}"
+    )]
     InvalidConfig {
         /// The provider.
         provider: String,
@@ -64,8 +66,11 @@ pub enum RegistryError {
     },
 }
 
-type BuildFn =
-    dyn Fn(Option<(String, String)>) -> BoxFuture<'static, Result<Arc<dyn CloudProvider>, RegistryError>> + Send + Sync;
+type BuildFn = dyn Fn(
+        Option<(String, String)>,
+    ) -> BoxFuture<'static, Result<Arc<dyn CloudProvider>, RegistryError>>
+    + Send
+    + Sync;
 
 struct Entry {
     build: Box<BuildFn>,
@@ -184,10 +189,11 @@ impl ProviderRegistry {
         let config = match config {
             None => None,
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| RegistryError::ReadConfig {
-                    path: path.to_owned(),
-                    source,
-                })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| RegistryError::ReadConfig {
+                        path: path.to_owned(),
+                        source,
+                    })?;
                 Some((path.display().to_string(), text))
             }
         };
@@ -210,10 +216,12 @@ impl ProviderRegistry {
     }
 
     fn entry(&self, name: &str) -> Result<&Entry, RegistryError> {
-        self.entries.get(name).ok_or_else(|| RegistryError::UnknownProvider {
-            name: name.to_owned(),
-            known: self.names().collect::<Vec<_>>().join(", "),
-        })
+        self.entries
+            .get(name)
+            .ok_or_else(|| RegistryError::UnknownProvider {
+                name: name.to_owned(),
+                known: self.names().collect::<Vec<_>>().join(", "),
+            })
     }
 }
 
@@ -222,7 +230,11 @@ fn schema_of<C: schemars::JsonSchema>() -> schemars::Schema {
 }
 
 /// Parses YAML (and so JSON) into `C`, naming the offending field on error. An empty document is `{}`.
-fn parse_config<C: DeserializeOwned>(provider: &str, origin: &str, text: &str) -> Result<C, RegistryError> {
+fn parse_config<C: DeserializeOwned>(
+    provider: &str,
+    origin: &str,
+    text: &str,
+) -> Result<C, RegistryError> {
     let text = if text.trim().is_empty() { "{}" } else { text };
     let invalid = |field: String, message: String| RegistryError::InvalidConfig {
         provider: provider.to_owned(),
@@ -259,7 +271,9 @@ mod tests {
     fn registry() -> ProviderRegistry {
         let mut r = ProviderRegistry::new();
         let res = r.register("named", |c: Option<Cfg>| async move {
-            let name = c.map(|c| format!("{}:{}", c.cluster_id, c.zones.len())).unwrap_or_default();
+            let name = c
+                .map(|c| format!("{}:{}", c.cluster_id, c.zones.len()))
+                .unwrap_or_default();
             Ok(Arc::new(Named(name)) as Arc<dyn CloudProvider>)
         });
         assert!(res.is_ok());
@@ -289,19 +303,32 @@ mod tests {
     fn build_parses_config_and_names_bad_fields() {
         let r = registry();
         rt().block_on(async {
-            let p = r.build_from_str("named", Some("clusterId: c1\nzones: [a, b]")).await;
-            assert_eq!(p.ok().flatten().map(|p| p.provider_name().to_owned()), Some("c1:2".into()));
+            let p = r
+                .build_from_str("named", Some("clusterId: c1\nzones: [a, b]"))
+                .await;
+            assert_eq!(
+                p.ok().flatten().map(|p| p.provider_name().to_owned()),
+                Some("c1:2".into())
+            );
 
             let none = r.build_from_str("named", None).await;
-            assert_eq!(none.ok().flatten().map(|p| p.provider_name().to_owned()), Some(String::new()));
+            assert_eq!(
+                none.ok().flatten().map(|p| p.provider_name().to_owned()),
+                Some(String::new())
+            );
 
-            let bad = r.build_from_str("named", Some("clusterId: c1\nzones: 5")).await;
+            let bad = r
+                .build_from_str("named", Some("clusterId: c1\nzones: 5"))
+                .await;
             match bad {
                 Err(RegistryError::InvalidConfig { field, .. }) => assert_eq!(field, "zones"),
                 other => panic!("expected InvalidConfig, got {:?}", other.map(|_| ())),
             }
             let unknown_field = r.build_from_str("named", Some("clusterID: c1")).await;
-            let msg = unknown_field.err().map(|e| e.to_string()).unwrap_or_default();
+            let msg = unknown_field
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(msg.contains("clusterID"), "{msg}");
 
             let missing = r.build_from_str("named", Some("")).await;
@@ -314,8 +341,16 @@ mod tests {
     fn unknown_and_external_names() {
         let r = registry();
         rt().block_on(async {
-            let err = r.build("nope", None).await.err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(err.contains("unknown cloud provider \"nope\"") && err.contains("named"), "{err}");
+            let err = r
+                .build("nope", None)
+                .await
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains("unknown cloud provider \"nope\"") && err.contains("named"),
+                "{err}"
+            );
             assert!(matches!(r.build("external", None).await, Ok(None)));
             assert!(matches!(r.build("", None).await, Ok(None)));
         });
@@ -329,8 +364,13 @@ mod tests {
         std::fs::write(&path, "{\"clusterId\": \"json\"}").unwrap_or_else(|e| panic!("{e}"));
         rt().block_on(async {
             let p = r.build("named", Some(&path)).await;
-            assert_eq!(p.ok().flatten().map(|p| p.provider_name().to_owned()), Some("json:0".into()));
-            let missing = r.build("named", Some(&dir.path().join("absent.yaml"))).await;
+            assert_eq!(
+                p.ok().flatten().map(|p| p.provider_name().to_owned()),
+                Some("json:0".into())
+            );
+            let missing = r
+                .build("named", Some(&dir.path().join("absent.yaml")))
+                .await;
             assert!(matches!(missing, Err(RegistryError::ReadConfig { .. })));
         });
     }
@@ -338,7 +378,9 @@ mod tests {
     #[test]
     fn schema_is_available() {
         let r = registry();
-        let schema = r.config_schema("named").map(|s| serde_json::to_string(&s).unwrap_or_default());
+        let schema = r
+            .config_schema("named")
+            .map(|s| serde_json::to_string(&s).unwrap_or_default());
         assert!(schema.as_deref().unwrap_or_default().contains("clusterId"));
         assert!(r.config_schema("nope").is_err());
     }

@@ -29,7 +29,12 @@ pub trait Routes: Send + Sync {
 
     /// Creates `route`. `name_hint` is the target node's UID, stable for the node's lifetime; a provider may use it
     /// as the route name. Creating a route that already exists with the same target must succeed.
-    async fn create_route(&self, cluster_name: &str, name_hint: &str, route: &Route) -> CloudResult<()>;
+    async fn create_route(
+        &self,
+        cluster_name: &str,
+        name_hint: &str,
+        route: &Route,
+    ) -> CloudResult<()>;
 
     /// Deletes `route` (as returned by [`list_routes`](Self::list_routes)). Deleting an absent route succeeds.
     async fn delete_route(&self, cluster_name: &str, route: &Route) -> CloudResult<()>;

@@ -2,16 +2,19 @@
 
 use k8s_openapi::api::core::v1::Node;
 
-use super::{CheckFn, ConformanceReport, ConformanceTarget, Failure, call, ensure, eventually, setup};
+use super::{
+    CheckFn, ConformanceReport, ConformanceTarget, Failure, call, ensure, eventually, setup,
+};
 use crate::{CloudError, InstanceState, Instances, ProviderId, node_provider_id};
 
-const CHECKS: [&str; 6] = [
+const CHECKS: [&str; 7] = [
     "instances/running-exists",
     "instances/metadata",
     "instances/stopped-exists-and-is-shutdown",
     "instances/terminated-is-gone",
     "instances/absent-is-not-found",
     "instances/batch-states-in-order",
+    "instances/absent-by-name-is-not-found",
 ];
 
 pub(super) async fn run(target: &dyn ConformanceTarget, report: &mut ConformanceReport) {
@@ -24,20 +27,38 @@ pub(super) async fn run(target: &dyn ConformanceTarget, report: &mut Conformance
     let stopped = target.create_instance("conformance-stopped").await;
     let doomed = target.create_instance("conformance-terminated").await;
 
-    report.push(CHECKS[0], with(&running, |n| running_exists(instances, n)).await);
+    report.push(
+        CHECKS[0],
+        with(&running, |n| running_exists(instances, n)).await,
+    );
     report.push(
         CHECKS[1],
-        with(&running, |n| metadata(instances, provider.provider_name(), n)).await,
+        with(&running, |n| {
+            metadata(instances, provider.provider_name(), n)
+        })
+        .await,
     );
-    report.push(CHECKS[2], with(&stopped, |n| stopped_exists(target, instances, n)).await);
-    report.push(CHECKS[3], with(&doomed, |n| terminated_gone(target, instances, n)).await);
-    report.push(CHECKS[4], absent_not_found(instances, &target.absent_node()).await);
+    report.push(
+        CHECKS[2],
+        with(&stopped, |n| stopped_exists(target, instances, n)).await,
+    );
+    report.push(
+        CHECKS[3],
+        with(&doomed, |n| terminated_gone(target, instances, n)).await,
+    );
+    report.push(
+        CHECKS[4],
+        absent_not_found(instances, &target.absent_node()).await,
+    );
     let stopped_ok = report.outcome(CHECKS[2]) == Some(&super::Outcome::Passed);
     let batch = match (&running, &stopped) {
         (Ok(r), Ok(s)) if stopped_ok => batch_states(instances, r, s, &target.absent_node()).await,
-        _ => Err(Failure::Skipped("needs a running and a stopped instance".into())),
+        _ => Err(Failure::Skipped(
+            "needs a running and a stopped instance".into(),
+        )),
     };
     report.push(CHECKS[5], batch);
+    report.push(CHECKS[6], absent_not_found(instances, &absent_by_name()).await);
 
     for node in [running, stopped].into_iter().flatten() {
         let _ = target.terminate_instance(&node).await;
@@ -61,6 +82,13 @@ fn clone_error(e: &CloudError) -> CloudError {
         CloudError::NotImplemented(s) => CloudError::NotImplemented(s),
         other => CloudError::transient(other.to_string()),
     }
+}
+
+/// A Node without `spec.providerID` whose name no instance has: the name-lookup path.
+fn absent_by_name() -> Node {
+    let mut node = super::node_with_provider_id("conformance-absent-by-name", "");
+    node.spec = None;
+    node
 }
 
 async fn running_exists(instances: &dyn Instances, node: &Node) -> CheckFn {
@@ -99,13 +127,20 @@ async fn metadata(instances: &dyn Instances, provider_name: &str, node: &Node) -
     Ok(())
 }
 
-async fn stopped_exists(target: &dyn ConformanceTarget, instances: &dyn Instances, node: &Node) -> CheckFn {
+async fn stopped_exists(
+    target: &dyn ConformanceTarget,
+    instances: &dyn Instances,
+    node: &Node,
+) -> CheckFn {
     setup("stop an instance", target.stop_instance(node).await)?;
     let shut = eventually(target, || async {
         matches!(instances.instance_shutdown(node).await, Ok(true))
     })
     .await;
-    ensure!(shut, "instance_shutdown of a stopped instance never returned true");
+    ensure!(
+        shut,
+        "instance_shutdown of a stopped instance never returned true"
+    );
     ensure!(
         call("instance_exists", instances.instance_exists(node).await)?,
         "instance_exists of a STOPPED instance returned false: the Node would be deleted"
@@ -118,13 +153,23 @@ async fn stopped_exists(target: &dyn ConformanceTarget, instances: &dyn Instance
     Ok(())
 }
 
-async fn terminated_gone(target: &dyn ConformanceTarget, instances: &dyn Instances, node: &Node) -> CheckFn {
-    setup("terminate an instance", target.terminate_instance(node).await)?;
+async fn terminated_gone(
+    target: &dyn ConformanceTarget,
+    instances: &dyn Instances,
+    node: &Node,
+) -> CheckFn {
+    setup(
+        "terminate an instance",
+        target.terminate_instance(node).await,
+    )?;
     let gone = eventually(target, || async {
         matches!(instances.instance_exists(node).await, Ok(false))
     })
     .await;
-    ensure!(gone, "instance_exists of a terminated instance never returned false");
+    ensure!(
+        gone,
+        "instance_exists of a terminated instance never returned false"
+    );
     let md = instances.instance_metadata(node).await;
     ensure!(
         matches!(md, Err(CloudError::NotFound { .. })),
@@ -135,7 +180,10 @@ async fn terminated_gone(target: &dyn ConformanceTarget, instances: &dyn Instanc
 
 async fn absent_not_found(instances: &dyn Instances, node: &Node) -> CheckFn {
     let exists = call("instance_exists", instances.instance_exists(node).await)?;
-    ensure!(!exists, "instance_exists of a never-created instance returned true");
+    ensure!(
+        !exists,
+        "instance_exists of a never-created instance returned true"
+    );
     let md = instances.instance_metadata(node).await;
     ensure!(
         matches!(md, Err(CloudError::NotFound { .. })),
@@ -149,7 +197,12 @@ async fn absent_not_found(instances: &dyn Instances, node: &Node) -> CheckFn {
     Ok(())
 }
 
-async fn batch_states(instances: &dyn Instances, running: &Node, stopped: &Node, absent: &Node) -> CheckFn {
+async fn batch_states(
+    instances: &dyn Instances,
+    running: &Node,
+    stopped: &Node,
+    absent: &Node,
+) -> CheckFn {
     let nodes = [running.clone(), stopped.clone(), absent.clone()];
     let states = instances.instance_states(&nodes).await;
     let got: Vec<_> = states.iter().map(|s| s.as_ref().ok().copied()).collect();

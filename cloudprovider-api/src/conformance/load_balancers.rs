@@ -3,7 +3,8 @@
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, Service};
 
 use super::{
-    CheckFn, ConformanceReport, ConformanceTarget, Failure, call, ensure, load_balancer_service, setup,
+    CheckFn, ConformanceReport, ConformanceTarget, Failure, call, ensure, load_balancer_service,
+    setup,
 };
 use crate::{CloudError, LoadBalancers};
 
@@ -28,7 +29,10 @@ pub(super) async fn run(target: &dyn ConformanceTarget, report: &mut Conformance
         svc
     };
 
-    let absent = service("conformance-absent-lb", "00000000-0000-4000-8000-00000000abcd");
+    let absent = service(
+        "conformance-absent-lb",
+        "00000000-0000-4000-8000-00000000abcd",
+    );
     report.push(CHECKS[0], absent_lb(lbs, &cluster, &absent).await);
     report.push(CHECKS[1], names(lbs, &cluster, &service).await);
 
@@ -38,12 +42,23 @@ pub(super) async fn run(target: &dyn ConformanceTarget, report: &mut Conformance
     ) {
         (Ok(a), Ok(b)) => vec![a, b],
         (Err(e), _) | (_, Err(e)) => {
-            let why = setup::<()>("create an instance", Err(e)).err();
-            let text = match why {
-                Some(Failure::Skipped(t) | Failure::Failed(t)) => t,
-                None => String::new(),
+            // A target that cannot create instances skips; one whose creation fails fails the checks.
+            let (skip, text) = match setup::<()>("create an instance", Err(e)).err() {
+                Some(Failure::Skipped(t)) => (true, t),
+                Some(Failure::Failed(t)) => (false, t),
+                None => (true, String::new()),
             };
-            report.skip_all(&CHECKS[2..], &format!("no backend nodes: {text}"));
+            for name in &CHECKS[2..] {
+                let why = format!("no backend nodes: {text}");
+                report.push(
+                    name,
+                    Err(if skip {
+                        Failure::Skipped(why)
+                    } else {
+                        Failure::Failed(why)
+                    }),
+                );
+            }
             return;
         }
     };
@@ -63,8 +78,14 @@ pub(super) async fn run(target: &dyn ConformanceTarget, report: &mut Conformance
 }
 
 async fn absent_lb(lbs: &dyn LoadBalancers, cluster: &str, svc: &Service) -> CheckFn {
-    let got = call("get_load_balancer", lbs.get_load_balancer(cluster, svc).await)?;
-    ensure!(got.is_none(), "get_load_balancer of a never-created LB returned {got:?}");
+    let got = call(
+        "get_load_balancer",
+        lbs.get_load_balancer(cluster, svc).await,
+    )?;
+    ensure!(
+        got.is_none(),
+        "get_load_balancer of a never-created LB returned {got:?}"
+    );
     call(
         "ensure_load_balancer_deleted (never created)",
         lbs.ensure_load_balancer_deleted(cluster, svc).await,
@@ -72,7 +93,11 @@ async fn absent_lb(lbs: &dyn LoadBalancers, cluster: &str, svc: &Service) -> Che
     Ok(())
 }
 
-async fn names(lbs: &dyn LoadBalancers, cluster: &str, service: &dyn Fn(&str, &str) -> Service) -> CheckFn {
+async fn names(
+    lbs: &dyn LoadBalancers,
+    cluster: &str,
+    service: &dyn Fn(&str, &str) -> Service,
+) -> CheckFn {
     let a = service("n1", "aaaaaaaa-0000-4000-8000-000000000001");
     let b = service("n2", "bbbbbbbb-0000-4000-8000-000000000002");
     let (na, na2, nb) = (
@@ -81,8 +106,14 @@ async fn names(lbs: &dyn LoadBalancers, cluster: &str, service: &dyn Fn(&str, &s
         lbs.load_balancer_name(cluster, &b),
     );
     ensure!(!na.is_empty(), "load_balancer_name is empty");
-    ensure!(na == na2, "load_balancer_name is not stable: {na:?} then {na2:?}");
-    ensure!(na != nb, "two Services with different UIDs got the same LB name {na:?}");
+    ensure!(
+        na == na2,
+        "load_balancer_name is not stable: {na:?} then {na2:?}"
+    );
+    ensure!(
+        na != nb,
+        "two Services with different UIDs got the same LB name {na:?}"
+    );
     Ok(())
 }
 
@@ -93,9 +124,20 @@ fn has_ingress(status: &LoadBalancerStatus) -> bool {
         .is_some_and(|i| i.iter().any(|i| i.ip.is_some() || i.hostname.is_some()))
 }
 
-async fn ensure_idempotent(lbs: &dyn LoadBalancers, cluster: &str, svc: &Service, nodes: &[Node]) -> CheckFn {
-    let first = call("ensure_load_balancer", lbs.ensure_load_balancer(cluster, svc, nodes).await)?;
-    ensure!(has_ingress(&first), "ensure_load_balancer returned a status without ingress: {first:?}");
+async fn ensure_idempotent(
+    lbs: &dyn LoadBalancers,
+    cluster: &str,
+    svc: &Service,
+    nodes: &[Node],
+) -> CheckFn {
+    let first = call(
+        "ensure_load_balancer",
+        lbs.ensure_load_balancer(cluster, svc, nodes).await,
+    )?;
+    ensure!(
+        has_ingress(&first),
+        "ensure_load_balancer returned a status without ingress: {first:?}"
+    );
     let second = call(
         "ensure_load_balancer (second time)",
         lbs.ensure_load_balancer(cluster, svc, nodes).await,
@@ -104,7 +146,10 @@ async fn ensure_idempotent(lbs: &dyn LoadBalancers, cluster: &str, svc: &Service
         first == second,
         "ensure_load_balancer is not idempotent: first {first:?}, then {second:?}"
     );
-    let got = call("get_load_balancer", lbs.get_load_balancer(cluster, svc).await)?;
+    let got = call(
+        "get_load_balancer",
+        lbs.get_load_balancer(cluster, svc).await,
+    )?;
     ensure!(
         got.as_ref() == Some(&first),
         "get_load_balancer after ensure returned {got:?}, want Some({first:?})"
@@ -112,10 +157,24 @@ async fn ensure_idempotent(lbs: &dyn LoadBalancers, cluster: &str, svc: &Service
     Ok(())
 }
 
-async fn update_hosts(lbs: &dyn LoadBalancers, cluster: &str, svc: &Service, nodes: &[Node]) -> CheckFn {
-    call("update_load_balancer (more hosts)", lbs.update_load_balancer(cluster, svc, nodes).await)?;
-    call("update_load_balancer (no hosts)", lbs.update_load_balancer(cluster, svc, &[]).await)?;
-    let got = call("get_load_balancer", lbs.get_load_balancer(cluster, svc).await)?;
+async fn update_hosts(
+    lbs: &dyn LoadBalancers,
+    cluster: &str,
+    svc: &Service,
+    nodes: &[Node],
+) -> CheckFn {
+    call(
+        "update_load_balancer (more hosts)",
+        lbs.update_load_balancer(cluster, svc, nodes).await,
+    )?;
+    call(
+        "update_load_balancer (no hosts)",
+        lbs.update_load_balancer(cluster, svc, &[]).await,
+    )?;
+    let got = call(
+        "get_load_balancer",
+        lbs.get_load_balancer(cluster, svc).await,
+    )?;
     ensure!(got.is_some(), "the LB vanished after update_load_balancer");
     Ok(())
 }
@@ -127,8 +186,14 @@ async fn delete_idempotent(lbs: &dyn LoadBalancers, cluster: &str, svc: &Service
         "ensure_load_balancer_deleted answered ImplementedElsewhere, which deletion never may"
     );
     call("ensure_load_balancer_deleted", deleted)?;
-    let got = call("get_load_balancer", lbs.get_load_balancer(cluster, svc).await)?;
-    ensure!(got.is_none(), "get_load_balancer after delete returned {got:?}, want None");
+    let got = call(
+        "get_load_balancer",
+        lbs.get_load_balancer(cluster, svc).await,
+    )?;
+    ensure!(
+        got.is_none(),
+        "get_load_balancer after delete returned {got:?}, want None"
+    );
     call(
         "ensure_load_balancer_deleted (second time)",
         lbs.ensure_load_balancer_deleted(cluster, svc).await,

@@ -118,7 +118,9 @@ pub struct ConformanceReport {
 impl ConformanceReport {
     /// The failed checks.
     pub fn failures(&self) -> impl Iterator<Item = &CheckResult> {
-        self.checks.iter().filter(|c| matches!(c.outcome, Outcome::Failed(_)))
+        self.checks
+            .iter()
+            .filter(|c| matches!(c.outcome, Outcome::Failed(_)))
     }
 
     /// True when no check failed.
@@ -128,16 +130,21 @@ impl ConformanceReport {
 
     /// The outcome of the check named `name`.
     pub fn outcome(&self, name: &str) -> Option<&Outcome> {
-        self.checks.iter().find(|c| c.name == name).map(|c| &c.outcome)
+        self.checks
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| &c.outcome)
     }
 
     /// Counts of (passed, failed, skipped).
     pub fn counts(&self) -> (usize, usize, usize) {
-        self.checks.iter().fold((0, 0, 0), |(p, f, s), c| match c.outcome {
-            Outcome::Passed => (p + 1, f, s),
-            Outcome::Failed(_) => (p, f + 1, s),
-            Outcome::Skipped(_) => (p, f, s + 1),
-        })
+        self.checks
+            .iter()
+            .fold((0, 0, 0), |(p, f, s), c| match c.outcome {
+                Outcome::Passed => (p + 1, f, s),
+                Outcome::Failed(_) => (p, f + 1, s),
+                Outcome::Skipped(_) => (p, f, s + 1),
+            })
     }
 
     /// A test assertion: panics with the report if any check failed.
@@ -165,7 +172,10 @@ impl fmt::Display for ConformanceReport {
 pub async fn run(target: &dyn ConformanceTarget) -> ConformanceReport {
     let mut report = ConformanceReport::default();
     let provider = target.provider();
-    report.push("provider/capabilities-consistent", check_capabilities(provider.as_ref()));
+    report.push(
+        "provider/capabilities-consistent",
+        check_capabilities(provider.as_ref()),
+    );
     instances::run(target, &mut report).await;
     load_balancers::run(target, &mut report).await;
     routes::run(target, &mut report).await;
@@ -181,15 +191,27 @@ async fn check_zones(target: &dyn ConformanceTarget) -> CheckFn {
         return Err(Failure::Skipped("zones not supported".into()));
     };
     let own = call("zone", zones.zone().await)?;
-    ensure!(!own.failure_domain.is_empty(), "zone() returned an empty failure domain");
-    let node = setup("create an instance", target.create_instance("conformance-zone").await)?;
+    ensure!(
+        !own.failure_domain.is_empty(),
+        "zone() returned an empty failure domain"
+    );
+    let node = setup(
+        "create an instance",
+        target.create_instance("conformance-zone").await,
+    )?;
     let result = async {
         if let Some(id) = crate::node_provider_id(&node) {
             let z = call("zone_by_provider_id", zones.zone_by_provider_id(id).await)?;
-            ensure!(!z.failure_domain.is_empty(), "zone_by_provider_id returned an empty failure domain");
+            ensure!(
+                !z.failure_domain.is_empty(),
+                "zone_by_provider_id returned an empty failure domain"
+            );
         }
         let absent = zones
-            .zone_by_provider_id(&format!("{}://conformance-absent", provider.provider_name()))
+            .zone_by_provider_id(&format!(
+                "{}://conformance-absent",
+                provider.provider_name()
+            ))
             .await;
         ensure!(
             matches!(absent, Err(CloudError::NotFound { .. })),
@@ -282,14 +304,21 @@ fn check_capabilities(p: &dyn CloudProvider) -> CheckFn {
     ensure!(!p.provider_name().is_empty(), "provider_name() is empty");
     let pairs = [
         ("instances", caps.instances, p.instances().is_some()),
-        ("load-balancers", caps.load_balancers, p.load_balancers().is_some()),
+        (
+            "load-balancers",
+            caps.load_balancers,
+            p.load_balancers().is_some(),
+        ),
         ("routes", caps.routes, p.routes().is_some()),
         ("zones", caps.zones, p.zones().is_some()),
         ("clusters", caps.clusters, p.clusters().is_some()),
         ("node-groups", caps.node_groups, p.node_groups().is_some()),
     ];
     for (name, said, has) in pairs {
-        ensure!(said == has, "capabilities() says {name}={said} but the accessor returns {has}");
+        ensure!(
+            said == has,
+            "capabilities() says {name}={said} but the accessor returns {has}"
+        );
     }
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! Node group checks: sizes move as asked, bounds are enforced, instances and templates are reported.
 
-use super::{CheckFn, ConformanceReport, ConformanceTarget, Failure, call, ensure, eventually, node_with_provider_id};
+use super::{
+    CheckFn, ConformanceReport, ConformanceTarget, Failure, call, ensure, eventually,
+    node_with_provider_id,
+};
 use crate::{CloudError, CloudInstanceState, NodeGroup, NodeGroups};
 
 const CHECKS: [&str; 6] = [
@@ -21,12 +24,20 @@ pub(super) async fn run(target: &dyn ConformanceTarget, report: &mut Conformance
     let groups = match ng.node_groups().await {
         Ok(g) if !g.is_empty() => g,
         Ok(_) => {
-            report.push(CHECKS[0], Err(Failure::Failed("node_groups() returned no groups".into())));
+            report.push(
+                CHECKS[0],
+                Err(Failure::Failed("node_groups() returned no groups".into())),
+            );
             report.skip_all(&CHECKS[1..], "no node groups");
             return;
         }
         Err(e) => {
-            report.push(CHECKS[0], Err(Failure::Failed(format!("node_groups() returned an error: {e}"))));
+            report.push(
+                CHECKS[0],
+                Err(Failure::Failed(format!(
+                    "node_groups() returned an error: {e}"
+                ))),
+            );
             report.skip_all(&CHECKS[1..], "no node groups");
             return;
         }
@@ -55,7 +66,10 @@ pub(super) async fn run(target: &dyn ConformanceTarget, report: &mut Conformance
     if ok {
         report.push(CHECKS[3], delete(target, ng, &group, size + 2).await);
     } else {
-        report.push(CHECKS[3], Err(Failure::Skipped("increase_size failed".into())));
+        report.push(
+            CHECKS[3],
+            Err(Failure::Skipped("increase_size failed".into())),
+        );
     }
     report.push(CHECKS[4], decrease_running(ng, &group).await);
     report.push(CHECKS[5], template(ng, &group).await);
@@ -65,7 +79,13 @@ pub(super) async fn run(target: &dyn ConformanceTarget, report: &mut Conformance
 async fn bounds(ng: &dyn NodeGroups, groups: &[NodeGroup]) -> CheckFn {
     for g in groups {
         ensure!(!g.id.is_empty(), "a node group has an empty id");
-        ensure!(g.min_size <= g.max_size, "group {}: min {} > max {}", g.id, g.min_size, g.max_size);
+        ensure!(
+            g.min_size <= g.max_size,
+            "group {}: min {} > max {}",
+            g.id,
+            g.min_size,
+            g.max_size
+        );
         let size = call("target_size", ng.target_size(&g.id).await)?;
         ensure!(
             (g.min_size..=g.max_size).contains(&size),
@@ -83,26 +103,48 @@ async fn bounds(ng: &dyn NodeGroups, groups: &[NodeGroup]) -> CheckFn {
     Ok(())
 }
 
-async fn increase(target: &dyn ConformanceTarget, ng: &dyn NodeGroups, g: &NodeGroup, size: u32) -> CheckFn {
+async fn increase(
+    target: &dyn ConformanceTarget,
+    ng: &dyn NodeGroups,
+    g: &NodeGroup,
+    size: u32,
+) -> CheckFn {
     call("increase_size(2)", ng.increase_size(&g.id, 2).await)?;
     let now = call("target_size", ng.target_size(&g.id).await)?;
-    ensure!(now == size + 2, "after increase_size(2) from {size}, target size is {now}");
+    ensure!(
+        now == size + 2,
+        "after increase_size(2) from {size}, target size is {now}"
+    );
     let want = (size + 2) as usize;
     let shown = eventually(target, || async {
-        ng.instances(&g.id).await.map(|i| live(&i) == want).unwrap_or(false)
+        ng.instances(&g.id)
+            .await
+            .map(|i| live(&i) == want)
+            .unwrap_or(false)
     })
     .await;
     let got = ng.instances(&g.id).await.map(|i| live(&i));
-    ensure!(shown, "instances() shows {got:?} live instances, want {want} (including not-yet-registered)");
+    ensure!(
+        shown,
+        "instances() shows {got:?} live instances, want {want} (including not-yet-registered)"
+    );
     Ok(())
 }
 
 fn live(instances: &[crate::CloudInstance]) -> usize {
-    instances.iter().filter(|i| i.state != CloudInstanceState::Deleting).count()
+    instances
+        .iter()
+        .filter(|i| i.state != CloudInstanceState::Deleting)
+        .count()
 }
 
 async fn beyond_max(ng: &dyn NodeGroups, g: &NodeGroup) -> CheckFn {
     let before = call("target_size", ng.target_size(&g.id).await)?;
+    ensure!(
+        before <= g.max_size,
+        "target size {before} is above max {}",
+        g.max_size
+    );
     let delta = g.max_size - before + 1;
     let r = ng.increase_size(&g.id, delta).await;
     ensure!(
@@ -111,14 +153,28 @@ async fn beyond_max(ng: &dyn NodeGroups, g: &NodeGroup) -> CheckFn {
         g.max_size
     );
     let after = call("target_size", ng.target_size(&g.id).await)?;
-    ensure!(after == before, "a rejected increase changed the target size from {before} to {after}");
+    ensure!(
+        after == before,
+        "a rejected increase changed the target size from {before} to {after}"
+    );
     Ok(())
 }
 
-async fn delete(target: &dyn ConformanceTarget, ng: &dyn NodeGroups, g: &NodeGroup, size: u32) -> CheckFn {
+async fn delete(
+    target: &dyn ConformanceTarget,
+    ng: &dyn NodeGroups,
+    g: &NodeGroup,
+    size: u32,
+) -> CheckFn {
     let instances = call("instances", ng.instances(&g.id).await)?;
-    let Some(victim) = instances.iter().rev().find(|i| i.state != CloudInstanceState::Deleting) else {
-        return Err(Failure::Failed("instances() is empty after increase_size".into()));
+    let Some(victim) = instances
+        .iter()
+        .rev()
+        .find(|i| i.state != CloudInstanceState::Deleting)
+    else {
+        return Err(Failure::Failed(
+            "instances() is empty after increase_size".into(),
+        ));
     };
     let node = node_with_provider_id("conformance-ng-node", &victim.provider_id);
     let owner = call("node_group_for_node", ng.node_group_for_node(&node).await)?;
@@ -128,10 +184,18 @@ async fn delete(target: &dyn ConformanceTarget, ng: &dyn NodeGroups, g: &NodeGro
         g.id
     );
     let stranger = node_with_provider_id("conformance-absent", "conformance://absent");
-    let none = call("node_group_for_node (absent)", ng.node_group_for_node(&stranger).await)?;
-    ensure!(none.is_none(), "node_group_for_node of an unknown node returned {none:?}");
+    let none = call(
+        "node_group_for_node (absent)",
+        ng.node_group_for_node(&stranger).await,
+    )?;
+    ensure!(
+        none.is_none(),
+        "node_group_for_node of an unknown node returned {none:?}"
+    );
 
-    let bogus = ng.delete_instances(&g.id, &["conformance://no-such-instance".into()]).await;
+    let bogus = ng
+        .delete_instances(&g.id, &["conformance://no-such-instance".into()])
+        .await;
     ensure!(
         matches!(bogus, Err(CloudError::NotFound { .. })),
         "delete_instances of an instance not in the group returned {bogus:?}, want NotFound"
@@ -142,9 +206,16 @@ async fn delete(target: &dyn ConformanceTarget, ng: &dyn NodeGroups, g: &NodeGro
     );
 
     let victim_id = victim.provider_id.clone();
-    call("delete_instances", ng.delete_instances(&g.id, std::slice::from_ref(&victim_id)).await)?;
+    call(
+        "delete_instances",
+        ng.delete_instances(&g.id, std::slice::from_ref(&victim_id))
+            .await,
+    )?;
     let now = call("target_size", ng.target_size(&g.id).await)?;
-    ensure!(now == size - 1, "after deleting one instance of {size}, target size is {now}");
+    ensure!(
+        now == size - 1,
+        "after deleting one instance of {size}, target size is {now}"
+    );
     let gone = eventually(target, || async {
         ng.instances(&g.id).await.is_ok_and(|i| {
             !i.iter()
@@ -165,17 +236,26 @@ async fn decrease_running(ng: &dyn NodeGroups, g: &NodeGroup) -> CheckFn {
         before + 1
     );
     let after = call("target_size", ng.target_size(&g.id).await)?;
-    ensure!(after == before, "a rejected decrease changed the target size from {before} to {after}");
+    ensure!(
+        after == before,
+        "a rejected decrease changed the target size from {before} to {after}"
+    );
     Ok(())
 }
 
 async fn template(ng: &dyn NodeGroups, g: &NodeGroup) -> CheckFn {
     let node = call("template_node", ng.template_node(&g.id).await)?;
     let status = node.status.unwrap_or_default();
-    for (what, list) in [("capacity", status.capacity), ("allocatable", status.allocatable)] {
+    for (what, list) in [
+        ("capacity", status.capacity),
+        ("allocatable", status.allocatable),
+    ] {
         let list = list.unwrap_or_default();
         for res in ["cpu", "memory", "pods"] {
-            ensure!(list.contains_key(res), "template_node status.{what} lacks {res:?}");
+            ensure!(
+                list.contains_key(res),
+                "template_node status.{what} lacks {res:?}"
+            );
         }
     }
     Ok(())
@@ -183,11 +263,15 @@ async fn template(ng: &dyn NodeGroups, g: &NodeGroup) -> CheckFn {
 
 /// Puts the group back at its original size, deleting what the checks added.
 async fn restore(ng: &dyn NodeGroups, g: &NodeGroup, size: u32) {
-    let Ok(now) = ng.target_size(&g.id).await else { return };
+    let Ok(now) = ng.target_size(&g.id).await else {
+        return;
+    };
     if now <= size {
         return;
     }
-    let Ok(instances) = ng.instances(&g.id).await else { return };
+    let Ok(instances) = ng.instances(&g.id).await else {
+        return;
+    };
     let extra: Vec<String> = instances
         .iter()
         .rev()

@@ -17,7 +17,10 @@ pub(super) async fn run(target: &dyn ConformanceTarget, report: &mut Conformance
 
 async fn lifecycle(target: &dyn ConformanceTarget, routes: &dyn Routes) -> CheckFn {
     let cluster = target.cluster_name();
-    let node = setup("create an instance", target.create_instance("conformance-route").await)?;
+    let node = setup(
+        "create an instance",
+        target.create_instance("conformance-route").await,
+    )?;
     let result = async {
         let name = node.metadata.name.clone().unwrap_or_default();
         let uid = node.metadata.uid.clone().unwrap_or_else(|| name.clone());
@@ -29,10 +32,19 @@ async fn lifecycle(target: &dyn ConformanceTarget, routes: &dyn Routes) -> Check
             destination_cidr: cidr,
             blackhole: false,
         };
-        call("create_route", routes.create_route(&cluster, &uid, &route).await)?;
-        call("create_route (again)", routes.create_route(&cluster, &uid, &route).await)?;
+        call(
+            "create_route",
+            routes.create_route(&cluster, &uid, &route).await,
+        )?;
+        call(
+            "create_route (again)",
+            routes.create_route(&cluster, &uid, &route).await,
+        )?;
         let listed = call("list_routes", routes.list_routes(&cluster).await)?;
-        let ours: Vec<&Route> = listed.iter().filter(|r| r.destination_cidr == cidr).collect();
+        let ours: Vec<&Route> = listed
+            .iter()
+            .filter(|r| r.destination_cidr == cidr)
+            .collect();
         ensure!(
             ours.len() == 1,
             "after creating a route for {cidr} twice, list_routes shows {} routes for it: {ours:?}",
@@ -44,7 +56,10 @@ async fn lifecycle(target: &dyn ConformanceTarget, routes: &dyn Routes) -> Check
             ours[0]
         );
         let listed_route = ours[0].clone();
-        call("delete_route", routes.delete_route(&cluster, &listed_route).await)?;
+        call(
+            "delete_route",
+            routes.delete_route(&cluster, &listed_route).await,
+        )?;
         let after = call("list_routes", routes.list_routes(&cluster).await)?;
         ensure!(
             !after.iter().any(|r| r.destination_cidr == cidr),
