@@ -1,0 +1,221 @@
+//! Leader election against a real kube-apiserver.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use lease_election::{Ended, LeaseConfig};
+use test_support::{ControlPlane, FaultProxy, ProxyMode};
+use tokio::time::Instant;
+
+async fn transitions(client: &kube::Client, name: &str) -> i32 {
+    let api: Api<Lease> = Api::namespaced(client.clone(), NS);
+    api.get(name)
+        .await
+        .ok()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.lease_transitions)
+        .unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_among_five_and_all_agree_who() {
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let audit = Audit::default();
+    let candidates: Vec<Candidate> = (0..5)
+        .map(|i| Candidate::start(cp.client(), fast("five", &format!("c{i}")), &audit))
+        .collect();
+    wait_until(Duration::from_secs(10), "a leader", || {
+        single_leader(&candidates).is_some()
+    })
+    .await;
+    // Two more lease durations: still exactly one leader, and every follower names it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let leader = single_leader(&candidates).unwrap_or_else(|| panic!("not exactly one leader"));
+    let leader_id = format!("c{leader}");
+    for (i, c) in candidates.iter().enumerate() {
+        assert_eq!(
+            c.elector.current_leader().as_deref(),
+            Some(leader_id.as_str()),
+            "candidate c{i}"
+        );
+    }
+    assert_eq!(
+        audit.sessions().len(),
+        1,
+        "leadership changed hands without a fault: {:?}",
+        audit.sessions()
+    );
+    assert_eq!(transitions(&cp.client(), "five").await, 1);
+    for c in candidates {
+        c.kill().await;
+    }
+    audit.assert_no_overlap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_handover_uses_the_release() {
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let audit = Audit::default();
+    // client-go's defaults: without the release, a takeover would take >= 15 s.
+    let a = Candidate::start(cp.client(), LeaseConfig::new(NS, "handover", "a"), &audit);
+    wait_until(Duration::from_secs(10), "a to lead", || a.is_leading()).await;
+    let b = Candidate::start(cp.client(), LeaseConfig::new(NS, "handover", "b"), &audit);
+    wait_until(Duration::from_secs(10), "b to follow a", || {
+        b.elector.current_leader().as_deref() == Some("a")
+    })
+    .await;
+
+    let released = Instant::now();
+    assert_eq!(a.shutdown().await, Ended::Shutdown);
+    wait_until(Duration::from_secs(10), "b to lead", || b.is_leading()).await;
+    let took = released.elapsed();
+    eprintln!("graceful handover took {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "takeover took {took:?}: the release was not used"
+    );
+    assert_eq!(transitions(&cp.client(), "handover").await, 2);
+    b.kill().await;
+    audit.assert_no_overlap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_takeover_waits_for_expiry() {
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let audit = Audit::default();
+    let config = |id: &str| fast("crash", id);
+    let a = Candidate::start(cp.client(), config("a"), &audit);
+    wait_until(Duration::from_secs(10), "a to lead", || a.is_leading()).await;
+    let b = Candidate::start(cp.client(), config("b"), &audit);
+    wait_until(Duration::from_secs(10), "b to see a", || {
+        b.elector.current_leader().as_deref() == Some("a")
+    })
+    .await;
+
+    let crashed = Instant::now();
+    a.kill().await;
+    wait_until(Duration::from_secs(10), "b to lead", || b.is_leading()).await;
+    let took = crashed.elapsed();
+    eprintln!("crash takeover took {took:?}");
+    // a renewed at most one retry period before the crash; b must wait a full lease duration after seeing that.
+    let lease = Duration::from_secs(2);
+    let retry = Duration::from_secs(1);
+    assert!(
+        took + retry >= lease,
+        "b took over {took:?} after the crash: before the lease expired"
+    );
+    assert!(
+        took <= lease + Duration::from_secs(1),
+        "takeover took {took:?} (> lease + 1 s)"
+    );
+    b.kill().await;
+    audit.assert_no_overlap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_stops_before_another_acquires() {
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let proxy = FaultProxy::start(cp.server_url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let audit = Audit::default();
+    let a_client = proxy.client(cp.config()).unwrap_or_else(|e| panic!("{e}"));
+    let a = Candidate::start(a_client, fast("partition", "a"), &audit);
+    wait_until(Duration::from_secs(10), "a to lead", || a.is_leading()).await;
+    let b = Candidate::start(cp.client(), fast("partition", "b"), &audit);
+    wait_until(Duration::from_secs(10), "b to follow", || {
+        b.elector.current_leader().as_deref() == Some("a")
+    })
+    .await;
+
+    proxy.set_mode(ProxyMode::Blackhole);
+    wait_until(Duration::from_secs(10), "b to lead", || b.is_leading()).await;
+    let sessions = audit.sessions();
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert_eq!((sessions[0].0.as_str(), sessions[1].0.as_str()), ("a", "b"));
+    eprintln!(
+        "gap between a's last act and b's first: {:?}",
+        sessions[1].1 - sessions[0].2
+    );
+    audit.assert_no_overlap();
+
+    // a noticed on its own and stopped its work.
+    let ended = tokio::time::timeout(Duration::from_secs(5), a.task)
+        .await
+        .unwrap_or_else(|_| panic!("a still runs"));
+    assert!(matches!(ended, Ok(Ended::LeadershipLost)), "{ended:?}");
+    b.kill().await;
+}
+
+/// The renew lands on the server but its answer comes after the request timeout. With the watch off, the next renew
+/// carries a stale resourceVersion and meets a 409 caused by our own write; with it on, the watch shows the write.
+async fn own_timed_out_write(watch: bool) {
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let proxy = FaultProxy::start(cp.server_url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let audit = Audit::default();
+    let client = proxy.client(cp.config()).unwrap_or_else(|e| panic!("{e}"));
+    // lease 15 s, renew deadline 10 s, retry 2 s, request timeout 1 s.
+    let mut config = LeaseConfig::new(NS, "own-write", "a");
+    config.request_timeout = Duration::from_secs(1);
+    config.watch = watch;
+    let a = Candidate::start(client, config, &audit);
+    wait_until(Duration::from_secs(10), "a to lead", || a.is_leading()).await;
+    let mut states = a.elector.subscribe();
+    states.mark_unchanged();
+    let before = transitions(&cp.client(), "own-write").await;
+
+    proxy.set_mode(ProxyMode::DelayResponses(Duration::from_millis(1500)));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    proxy.set_mode(ProxyMode::Pass);
+    // Let the next renews happen.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    assert!(a.is_leading(), "a lost leadership: {:?}", a.elector.state());
+    assert!(
+        !states.has_changed().unwrap_or(true),
+        "a's state changed to {:?}",
+        *states.borrow()
+    );
+    assert!(
+        a.metrics.failure_count("own-write") >= 1,
+        "no write timed out"
+    );
+    let slowpath = a.metrics.slowpath_count("own-write");
+    if !watch {
+        assert!(slowpath >= 1, "no 409 was provoked (slowpath = {slowpath})");
+    }
+    eprintln!("watch={watch}: conflicts met = {slowpath}");
+    assert_eq!(
+        transitions(&cp.client(), "own-write").await,
+        before,
+        "leadership changed hands"
+    );
+    a.kill().await;
+    assert_eq!(audit.sessions().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_from_our_own_timed_out_write_keeps_leadership() {
+    own_timed_out_write(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_watch_our_own_timed_out_write_is_recognised() {
+    own_timed_out_write(true).await;
+}
