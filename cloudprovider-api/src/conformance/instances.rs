@@ -7,7 +7,7 @@ use super::{
 };
 use crate::{CloudError, InstanceState, Instances, ProviderId, node_provider_id};
 
-const CHECKS: [&str; 7] = [
+pub(super) const CHECKS: [&str; 7] = [
     "instances/running-exists",
     "instances/metadata",
     "instances/stopped-exists-and-is-shutdown",
@@ -58,7 +58,10 @@ pub(super) async fn run(target: &dyn ConformanceTarget, report: &mut Conformance
         )),
     };
     report.push(CHECKS[5], batch);
-    report.push(CHECKS[6], absent_not_found(instances, &absent_by_name()).await);
+    report.push(
+        CHECKS[6],
+        absent_not_found(instances, &absent_by_name()).await,
+    );
 
     for node in [running, stopped].into_iter().flatten() {
         let _ = target.terminate_instance(&node).await;

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{CloudError, LoadBalancers};
 
-const CHECKS: [&str; 5] = [
+pub(super) const CHECKS: [&str; 5] = [
     "load-balancers/absent-get-is-none-and-delete-succeeds",
     "load-balancers/name-is-stable-and-distinct",
     "load-balancers/ensure-is-idempotent",

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::{CloudError, CloudInstanceState, NodeGroup, NodeGroups};
 
-const CHECKS: [&str; 6] = [
+pub(super) const CHECKS: [&str; 6] = [
     "node-groups/sizes-within-bounds",
     "node-groups/increase-size",
     "node-groups/increase-beyond-max-is-rejected",

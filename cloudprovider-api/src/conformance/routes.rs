@@ -3,7 +3,7 @@
 use super::{CheckFn, ConformanceReport, ConformanceTarget, call, ensure, setup};
 use crate::{Route, Routes, node_addresses};
 
-const CHECKS: [&str; 2] = ["routes/lifecycle", "routes/delete-absent-succeeds"];
+pub(super) const CHECKS: [&str; 2] = ["routes/lifecycle", "routes/delete-absent-succeeds"];
 
 pub(super) async fn run(target: &dyn ConformanceTarget, report: &mut ConformanceReport) {
     let provider = target.provider();
