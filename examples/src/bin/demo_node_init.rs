@@ -143,6 +143,10 @@ async fn initialize_loop(nodes: Api<Node>, provider: Arc<dyn CloudProvider>) -> 
     Ok(())
 }
 
+fn is_conflict(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<kube::Error>(), Some(kube::Error::Api(s)) if s.code == 409)
+}
+
 async fn initialize(
     nodes: &Api<Node>,
     provider: &dyn CloudProvider,
@@ -194,13 +198,6 @@ async fn initialize(
     let addresses: Vec<_> = md.node_addresses.iter().map(|a| a.to_k8s()).collect();
     let params = PatchParams::apply(FIELD_MANAGER);
     nodes
-        .patch_status(
-            &name,
-            &params,
-            &Patch::Merge(serde_json::json!({ "status": { "addresses": addresses } })),
-        )
-        .await?;
-    nodes
         .patch(
             &name,
             &params,
@@ -210,6 +207,14 @@ async fn initialize(
                 "metadata": { "labels": labels, "resourceVersion": node.metadata.resource_version },
                 "spec": spec,
             })),
+        )
+        .await?;
+    // Status last: the patch above is conditioned on the resourceVersion this one would change.
+    nodes
+        .patch_status(
+            &name,
+            &params,
+            &Patch::Merge(serde_json::json!({ "status": { "addresses": addresses } })),
         )
         .await?;
     println!(
@@ -232,7 +237,7 @@ async fn wait_all_initialized(nodes: &Api<Node>) -> anyhow::Result<()> {
 async fn print_nodes(nodes: &Api<Node>) -> anyhow::Result<()> {
     println!();
     println!(
-        "{:<14} {:<28} {:<10} {:<10} {:<12} {:<16} TAINTS",
+        "{:<13} {:<20} {:<11} {:<14} {:<13} {:<12} TAINTS",
         "NAME", "PROVIDER-ID", "TYPE", "REGION", "ZONE", "INTERNAL-IP"
     );
     for n in nodes.list(&Default::default()).await?.items {
@@ -258,7 +263,7 @@ async fn print_nodes(nodes: &Api<Node>) -> anyhow::Result<()> {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "<none>".into());
         println!(
-            "{:<14} {:<28} {:<10} {:<10} {:<12} {:<16} {taints}",
+            "{:<13} {:<20} {:<11} {:<14} {:<13} {:<12} {taints}",
             n.metadata.name.unwrap_or_default(),
             n.spec
                 .and_then(|s| s.provider_id)
