@@ -133,6 +133,8 @@ async fn initialize_loop(nodes: Api<Node>, provider: Arc<dyn CloudProvider>) -> 
     while let Some(node) = stream.try_next().await? {
         if is_uninitialized(&node)
             && let Err(e) = initialize(&nodes, provider.as_ref(), &node).await
+            // A conflict means the Node changed since we saw it: the watcher delivers the new version.
+            && !is_conflict(&e)
         {
             eprintln!(
                 "initializing {}: {e:#}",
