@@ -1,0 +1,135 @@
+//! The wiring every controller shares: kube-runtime's `Controller` driven with one error policy, Warning Events,
+//! metrics and a tracing span per object.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::{ErrorClass, EventPublisher, PerObjectBackoff, ReconcileError, RuntimeMetrics};
+
+/// A controller's reconcile logic. The runtime calls [`reconcile`](Self::reconcile) for each changed (or requeued)
+/// object; on error it publishes a Warning Event with [`failure_reason`](Self::failure_reason) and requeues per the
+/// error's class: throttled → after the cloud's retry-after; transient → per-object exponential backoff; invalid
+/// input or permanent → not until the object changes.
+pub trait Reconciler<K>: Send + Sync + 'static {
+    /// The controller's name, as upstream names it (e.g. `cloud-node-controller`); used in logs and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Brings the world in line with `obj`.
+    fn reconcile(&self, obj: Arc<K>)
+    -> impl Future<Output = Result<Action, ReconcileError>> + Send;
+
+    /// The reason of the Warning Event published about `obj` when reconcile fails with `err`; `None` publishes none.
+    fn failure_reason(&self, err: &ReconcileError) -> Option<&'static str>;
+}
+
+/// What the runtime needs besides the reconciler.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// How many objects are reconciled at once (upstream's `--concurrent-*-syncs`).
+    pub workers: u16,
+    /// Events.
+    pub events: EventPublisher,
+    /// Metrics.
+    pub metrics: RuntimeMetrics,
+}
+
+struct RunState<R> {
+    reconciler: R,
+    events: EventPublisher,
+    metrics: RuntimeMetrics,
+    backoff: PerObjectBackoff,
+}
+
+fn key<K: Resource>(obj: &K) -> String {
+    match obj.namespace() {
+        Some(ns) => format!("{ns}/{}", obj.name_any()),
+        None => obj.name_any(),
+    }
+}
+
+/// Runs `controller` with `reconciler` until the controller's shutdown trigger fires (set one with
+/// `Controller::graceful_shutdown_on`).
+pub async fn run<K, R>(controller: Controller<K>, reconciler: R, options: RunOptions)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Debug + Unpin,
+    R: Reconciler<K>,
+{
+    let name = reconciler.name();
+    let state = Arc::new(RunState {
+        reconciler,
+        events: options.events,
+        metrics: options.metrics,
+        backoff: PerObjectBackoff::default(),
+    });
+    controller
+        .with_config(Config::default().concurrency(options.workers.max(1)))
+        .run(reconcile::<K, R>, error_policy::<K, R>, state)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(controller = name, error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+async fn reconcile<K, R>(obj: Arc<K>, state: Arc<RunState<R>>) -> Result<Action, ReconcileError>
+where
+    K: Resource + Send + Sync + 'static,
+    K::DynamicType: Default,
+    R: Reconciler<K>,
+{
+    let name = state.reconciler.name();
+    let span = info_span!(
+        "reconcile",
+        controller = name,
+        namespace = obj.namespace().unwrap_or_default(),
+        name = obj.name_any(),
+    );
+    async move {
+        let started = Instant::now();
+        let result = state.reconciler.reconcile(Arc::clone(&obj)).await;
+        let seconds = started.elapsed().as_secs_f64();
+        match &result {
+            Ok(_) => {
+                state.backoff.reset(&key(obj.as_ref()));
+                state.metrics.record(name, "success", seconds);
+            }
+            Err(err) => {
+                state.metrics.record(name, err.class_label(), seconds);
+                warn!(error = %err, class = err.class_label(), "reconcile failed");
+                if let Some(reason) = state.reconciler.failure_reason(err) {
+                    let reference = obj.object_ref(&K::DynamicType::default());
+                    state
+                        .events
+                        .warning(&reference, reason, err.to_string())
+                        .await;
+                }
+            }
+        }
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+fn error_policy<K, R>(obj: Arc<K>, err: &ReconcileError, state: Arc<RunState<R>>) -> Action
+where
+    K: Resource,
+    R: Reconciler<K>,
+{
+    match err.class() {
+        ErrorClass::Throttled(after) => Action::requeue(after),
+        ErrorClass::Transient => Action::requeue(state.backoff.next_delay(&key(obj.as_ref()))),
+        ErrorClass::InvalidInput | ErrorClass::Permanent => Action::await_change(),
+    }
+}

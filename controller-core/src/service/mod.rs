@@ -1,0 +1,184 @@
+//! The service controller (upstream `service-lb-controller`): cloud load balancers for Services of type
+//! LoadBalancer.
+//!
+//! * Serves Services of type LoadBalancer whose `spec.loadBalancerClass` is unset or one of
+//!   [`ServiceConfig::load_balancer_classes`].
+//! * Puts the [`FINALIZER`] on before asking the provider for anything, ensures the load balancer with the
+//!   target Nodes, and patches `status.loadBalancer` only when it changed.
+//! * Cleans up (deletes the load balancer, empties the status, removes the finalizer) when a Service carrying
+//!   the finalizer is deleted or stops being one we serve.
+//! * Target Nodes follow upstream exactly ([`is_load_balancer_target`]); readiness is not a filter.
+//! * A change of the target node set updates the hosts of every affected load balancer at once, through the
+//!   controller's own queue (so `workers` bounds the parallelism and a Service is never synced twice at a time):
+//!   the set is recomputed on every Node change, and when it differs every Service is triggered; each reconcile
+//!   compares what it last applied (in memory) and calls `update_load_balancer` only if the hosts differ, or
+//!   `ensure_load_balancer` if the Service itself changed (see [`ServiceConfig`] for the resync periods).
+//! * The provider answering "implemented elsewhere" leaves the Service alone: no status, no event after the
+//!   first `EnsuringLoadBalancer`, and our finalizer is taken off again if no load balancer of ours exists.
+
+mod change;
+mod metrics;
+mod reconcile;
+mod target_nodes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use tracing::{info, warn};
+
+pub use metrics::ServiceMetrics;
+pub use target_nodes::{
+    LABEL_EXCLUDE_FROM_LOAD_BALANCERS, TAINT_TO_BE_DELETED_BY_CLUSTER_AUTOSCALER,
+    is_load_balancer_target,
+};
+
+use crate::runtime::{self, RunOptions, Shutdown};
+use crate::{ControllerContext, NodeSource};
+use reconcile::{ServiceReconciler, Shared};
+use target_nodes::{TargetTracker, track_target_nodes};
+
+/// The controller's name, as upstream names it.
+pub const CONTROLLER_NAME: &str = "service-lb-controller";
+
+/// Finalizer that keeps a Service until its load balancer is deleted.
+pub const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
+
+/// Normal Event: about to ensure the load balancer.
+pub const EVENT_ENSURING: &str = "EnsuringLoadBalancer";
+/// Normal Event: the load balancer was ensured.
+pub const EVENT_ENSURED: &str = "EnsuredLoadBalancer";
+/// Normal Event: the hosts of the load balancer were updated after a node-set change.
+pub const EVENT_UPDATED: &str = "UpdatedLoadBalancer";
+/// Normal Event: about to delete the load balancer.
+pub const EVENT_DELETING: &str = "DeletingLoadBalancer";
+/// Normal Event: the load balancer was deleted.
+pub const EVENT_DELETED: &str = "DeletedLoadBalancer";
+/// Warning Event: ensuring the load balancer (or recording it on the Service) failed.
+pub const EVENT_SYNC_FAILED: &str = "SyncLoadBalancerFailed";
+/// Warning Event: deleting the load balancer (or releasing the Service) failed.
+pub const EVENT_DELETE_FAILED: &str = "DeleteLoadBalancerFailed";
+/// Warning Event: updating the hosts of the load balancer failed.
+pub const EVENT_UPDATE_FAILED: &str = "UpdateLoadBalancerFailed";
+/// Warning Event: there are no target Nodes for the load balancer.
+pub const EVENT_NO_NODES: &str = "UnAvailableLoadBalancer";
+
+/// How the service controller runs.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// Services synced at once (upstream's `--concurrent-service-syncs`, default 1). Node-set changes fan out
+    /// through the same queue, so this is also how many load balancers are updated in parallel.
+    pub workers: u16,
+    /// `spec.loadBalancerClass` values served besides unset.
+    pub load_balancer_classes: Vec<String>,
+    /// How often a synced Service is reconciled again (default 30 s, upstream's service resync). Cheap: nothing
+    /// reaches the cloud unless the Service or the target nodes changed since the last sync.
+    pub resync_period: Duration,
+    /// Metrics.
+    pub metrics: ServiceMetrics,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            load_balancer_classes: Vec::new(),
+            resync_period: Duration::from_secs(30),
+            metrics: ServiceMetrics::default(),
+        }
+    }
+}
+
+/// Runs the service controller until `shutdown` fires. Returns at once (after waiting for `shutdown`) if the
+/// provider has no load balancers, as upstream does not start the controller then.
+pub async fn run(
+    ctx: ControllerContext,
+    nodes: NodeSource,
+    config: ServiceConfig,
+    shutdown: Shutdown,
+) {
+    if ctx.provider.load_balancers().is_none() {
+        warn!(
+            controller = CONTROLLER_NAME,
+            "the cloud provider does not support load balancers; not starting"
+        );
+        shutdown.wait().await;
+        return;
+    }
+    // Never sync against a partly listed Node cache: the load balancers would lose backends.
+    tokio::select! {
+        ready = nodes.store.wait_until_ready() => {
+            if ready.is_err() {
+                warn!(controller = CONTROLLER_NAME, "the Node cache stopped before it was ready; not starting");
+                shutdown.wait().await;
+                return;
+            }
+        }
+        () = shutdown.clone().wait() => return,
+    }
+
+    let shared = Arc::new(Shared::new(config.metrics));
+    let mut tracker = TargetTracker::default();
+    if let Some(set) = tracker.recompute(nodes.store.state()) {
+        shared.publish(set);
+    }
+
+    // One pending trigger is enough: a trigger reconciles every Service against the then-current set.
+    let (mut trigger, triggers) = mpsc::channel::<()>(1);
+    let controller = Controller::new(
+        Api::<Service>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .reconcile_all_on(triggers)
+    .graceful_shutdown_on(shutdown.clone().wait());
+    let services = controller.store();
+
+    let on_change = {
+        let shared = Arc::clone(&shared);
+        move |set| {
+            shared.publish(set);
+            // Forget Services deleted without passing through cleanup (e.g. their finalizer was removed by hand).
+            if !services.is_empty() {
+                shared.synced.retain(|key| {
+                    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+                    services.get(&ObjectRef::new(name).within(ns)).is_some()
+                });
+            }
+            // Full means a trigger is already pending, which will see this set too.
+            let _ = trigger.try_send(());
+        }
+    };
+    // Only the generation signal is needed (it also moves on deletions, which the change stream does not carry).
+    drop(nodes.changes);
+    let node_sync = track_target_nodes(
+        nodes.generation,
+        nodes.store.clone(),
+        tracker,
+        shutdown.clone(),
+        on_change,
+    );
+
+    let reconciler = ServiceReconciler {
+        ctx: ctx.clone(),
+        shared,
+        classes: config.load_balancer_classes,
+        resync: config.resync_period,
+    };
+    let options = RunOptions {
+        workers: config.workers,
+        events: ctx.events.clone(),
+        metrics: ctx.metrics.clone(),
+    };
+    info!(
+        controller = CONTROLLER_NAME,
+        workers = config.workers,
+        "starting"
+    );
+    futures::join!(runtime::run(controller, reconciler, options), node_sync);
+    info!(controller = CONTROLLER_NAME, "stopped");
+}

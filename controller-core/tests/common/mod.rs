@@ -1,0 +1,148 @@
+//! Shared test environment: a real control plane, provider-fake, and a controller context around them.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudprovider_api::CloudProvider;
+use controller_core::runtime::{
+    EventPublisher, NodeCache, RuntimeMetrics, Shutdown, ShutdownTrigger,
+};
+use controller_core::{ControllerContext, NodeSource};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
+use kube::api::{Api, ObjectMeta, PostParams};
+use provider_fake::FakeCloud;
+use test_support::ControlPlane;
+
+/// The taint upstream's cloud-node controller removes.
+pub const UNINITIALIZED: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+
+/// A control plane, a fake cloud and a context for controllers.
+pub struct Env {
+    pub cp: ControlPlane,
+    pub cloud: FakeCloud,
+    pub ctx: ControllerContext,
+    pub metrics: RuntimeMetrics,
+    /// Fires every controller's shutdown when dropped.
+    pub stop: ShutdownTrigger,
+    pub shutdown: Shutdown,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::start_with(FakeCloud::new()).await
+    }
+
+    pub async fn start_with(cloud: FakeCloud) -> Env {
+        let cp = ControlPlane::start()
+            .await
+            .unwrap_or_else(|e| panic!("control plane: {e}"));
+        let client = cp.client();
+        let metrics = RuntimeMetrics::default();
+        let provider: Arc<dyn CloudProvider> = Arc::new(cloud.clone());
+        let ctx = ControllerContext {
+            client: client.clone(),
+            provider,
+            cluster_name: "kubernetes".into(),
+            events: EventPublisher::new(client, "cloud-controller-manager", Some("test".into())),
+            metrics: metrics.clone(),
+        };
+        let (stop, shutdown) = Shutdown::new();
+        Env {
+            cp,
+            cloud,
+            ctx,
+            metrics,
+            stop,
+            shutdown,
+        }
+    }
+
+    pub fn client(&self) -> kube::Client {
+        self.cp.client()
+    }
+
+    /// Starts a shared Node cache and returns `n` subscriptions to it.
+    pub fn node_sources(&self, n: usize) -> Vec<NodeSource> {
+        let cache = NodeCache::new(self.client());
+        let sources = (0..n)
+            .map(|_| NodeSource {
+                store: cache.store(),
+                changes: cache.changes(),
+                generation: cache.generation(),
+            })
+            .collect();
+        tokio::spawn(cache.run());
+        sources
+    }
+
+    pub fn nodes(&self) -> Api<Node> {
+        Api::all(self.client())
+    }
+}
+
+/// A Node as a kubelet with `--cloud-provider=external` registers it: tainted uninitialized, no providerID.
+pub fn tainted_node(name: &str) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            taints: Some(vec![Taint {
+                key: UNINITIALIZED.into(),
+                value: Some("true".into()),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn create_node(env: &Env, node: &Node) -> Node {
+    env.nodes()
+        .create(&PostParams::default(), node)
+        .await
+        .unwrap_or_else(|e| panic!("create node: {e}"))
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit` naming `what`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Events (events.k8s.io/v1) about the object named `name`, as (type, reason, note).
+pub async fn events_about(env: &Env, name: &str) -> Vec<(String, String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(env.client());
+    api.list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
