@@ -11,7 +11,7 @@
 //! [`ProviderRegistry`] with a typed configuration, and runs the conformance kit (feature `conformance`) from its
 //! tests.
 //!
-//! Traits are `async` through [`async_trait`], so they stay usable as `Arc<dyn CloudProvider>` and
+//! Traits are `async` through [`async_trait`](mod@async_trait), so they stay usable as `Arc<dyn CloudProvider>` and
 //! `&dyn Instances`; a binary picks its provider by name at run time.
 //!
 //! ```

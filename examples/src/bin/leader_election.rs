@@ -26,7 +26,7 @@ struct Args {
     /// Path to a kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster config).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// This candidate's identity (default: <hostname>_<pid>).
+    /// This candidate's identity (default: HOSTNAME_PID).
     #[arg(long)]
     id: Option<String>,
     /// Namespace of the Lease.
