@@ -221,9 +221,10 @@ impl<'a> Contender<'a> {
         }
     }
 
-    /// Acquire (or keep) the Lease unless someone else holds it unexpired.
-    pub async fn try_acquire_or_renew(&mut self) -> Attempt {
-        if self.observed.is_none() && !self.get().await {
+    /// Acquire (or keep) the Lease unless someone else holds it unexpired. With `refresh` the Lease is read first
+    /// (a follower without a watch must, or it would notice a renew or a release only when its stale write fails).
+    pub async fn try_acquire_or_renew(&mut self, refresh: bool) -> Attempt {
+        if (refresh || self.observed.is_none()) && !self.get().await {
             return Attempt::Failed;
         }
         for slow_path in [false, true] {

@@ -272,8 +272,10 @@ impl LeaderElector {
         c: &mut Contender<'_>,
         mut shutdown: std::pin::Pin<&mut S>,
     ) -> Option<Instant> {
+        // Without a watch, a follower reads the Lease every retry period, as client-go does.
+        let poll = !self.config.watch;
         loop {
-            match c.try_acquire_or_renew().await {
+            match c.try_acquire_or_renew(poll).await {
                 Attempt::Holding { sent } => return Some(sent),
                 Attempt::HeldByOther => {}
                 Attempt::Failed => self.record_failure(),
@@ -282,9 +284,16 @@ impl LeaderElector {
             let now = Instant::now();
             // Wake at expiry of the holder's claim (exactly), or after a jittered retry period; a watch event (e.g. a
             // release) wakes us at once.
+            let retry = now + jittered(self.config.retry_period);
             let next = match &c.observed {
-                Some(o) if o.held_by_other(&self.config.identity, now) => o.expires_at(),
-                _ => now + jittered(self.config.retry_period),
+                Some(o) if o.held_by_other(&self.config.identity, now) => {
+                    if poll {
+                        retry.min(o.expires_at())
+                    } else {
+                        o.expires_at()
+                    }
+                }
+                _ => retry,
             };
             tokio::select! {
                 biased;
@@ -332,7 +341,7 @@ impl LeaderElector {
             let attempt = tokio::select! {
                 biased;
                 () = sleep_until(deadline) => return,
-                a = c.try_acquire_or_renew() => a,
+                a = c.try_acquire_or_renew(false) => a,
             };
             match attempt {
                 Attempt::Holding { sent } => {

@@ -219,3 +219,59 @@ async fn a_conflict_from_our_own_timed_out_write_keeps_leadership() {
 async fn with_the_watch_our_own_timed_out_write_is_recognised() {
     own_timed_out_write(true).await;
 }
+
+/// Without the watch (RBAC without list/watch on leases), followers read the Lease every retry period as client-go
+/// does: a release is noticed within a retry period and a crashed leader is replaced at expiry, not later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_watch_followers_poll_like_client_go() {
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let audit = Audit::default();
+    let config = |id: &str| LeaseConfig {
+        watch: false,
+        ..LeaseConfig::new(NS, "no-watch", id)
+    };
+    let a = Candidate::start(cp.client(), config("a"), &audit);
+    wait_until(Duration::from_secs(10), "a to lead", || a.is_leading()).await;
+    let b = Candidate::start(cp.client(), config("b"), &audit);
+    wait_until(Duration::from_secs(10), "b to follow a", || {
+        b.elector.current_leader().as_deref() == Some("a")
+    })
+    .await;
+    // Let a renew a few times so b's first view is stale unless it polls.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let released = Instant::now();
+    assert_eq!(a.shutdown().await, Ended::Shutdown);
+    wait_until(Duration::from_secs(20), "b to lead", || b.is_leading()).await;
+    let graceful = released.elapsed();
+    // Retry period 2 s with 20 % jitter, plus a request.
+    assert!(
+        graceful < Duration::from_secs(4),
+        "graceful handover without watch took {graceful:?}"
+    );
+
+    let c = Candidate::start(cp.client(), config("c"), &audit);
+    wait_until(Duration::from_secs(10), "c to follow b", || {
+        c.elector.current_leader().as_deref() == Some("b")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let crashed = Instant::now();
+    b.kill().await;
+    wait_until(Duration::from_secs(40), "c to lead", || c.is_leading()).await;
+    let crash = crashed.elapsed();
+    eprintln!("without watch: graceful {graceful:?}, crash {crash:?}");
+    // b renewed at most one retry period before the kill; c sees a renew at most one (jittered) retry period late.
+    assert!(
+        crash >= Duration::from_secs(13),
+        "c took over {crash:?} after the crash: before expiry"
+    );
+    assert!(
+        crash <= Duration::from_secs(15 + 3 + 1),
+        "crash takeover without watch took {crash:?}"
+    );
+    c.kill().await;
+    audit.assert_no_overlap();
+}
