@@ -390,9 +390,10 @@ impl LeaderElector {
     }
 }
 
-/// client-go's jitter: a retry period stretched by up to 20%.
+/// client-go's follower jitter (`wait.JitterUntil` with factor 1.2): a retry period plus up to 1.2 more, so 2 s
+/// becomes 2–4.4 s. Keeps a polling follower's load at client-go's; with the watch it only spaces out retries.
 fn jittered(d: Duration) -> Duration {
-    d.mul_f64(1.0 + rand::rng().random_range(0.0..0.2))
+    d.mul_f64(1.0 + rand::rng().random_range(0.0..1.2))
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -1,0 +1,71 @@
+//! Benchmarks of kube-cloud-rs against the Go reference implementations, on a real etcd + kube-apiserver started
+//! by `test-support`.
+//!
+//! ```text
+//! cargo run -p bench --release -- leader-election [--rounds 5] [--candidates 3] [--window 60s] [--out docs/benchmarks.md]
+//! ```
+//!
+//! Every child process is killed when the benchmark ends, fails, panics or is interrupted (kill on drop, explicit
+//! cleanup, and `PR_SET_PDEATHSIG` for when the benchmark itself is killed).
+
+mod audit;
+mod candidate;
+mod leader_election;
+mod report;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser, Debug)]
+#[command(about = "kube-cloud-rs benchmarks against the Go reference implementations")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Lease leader election: our lease-election crate vs client-go's tools/leaderelection (failover times and
+    /// API load, measured against one real kube-apiserver with an audit log).
+    LeaderElection(leader_election::Args),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // One thread: children are forked from the main thread, so PR_SET_PDEATHSIG ties them to this process.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        // Registered before anything runs, so an early Ctrl-C or SIGTERM also stops (and kills) everything.
+        let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        tokio::select! {
+            result = run(cli) => result,
+            _ = interrupt.recv() => bail!("interrupted; all child processes were killed"),
+            _ = terminate.recv() => bail!("terminated; all child processes were killed"),
+        }
+    })
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::LeaderElection(args) => leader_election::run(args).await,
+    }
+}
+
+/// The workspace root (this crate lives in `<root>/bench`).
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// How the benchmark was invoked, as a `cargo run` command line.
+pub(crate) fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("cargo run -p bench --release -- {}", args.join(" "))
+}
