@@ -34,7 +34,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub candidates: usize,
     /// Length of the idle window whose Lease requests are counted.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub window: Duration,
     /// Markdown file whose `## Leader election` section is written or replaced (default: docs/benchmarks.md of
     /// the workspace); `-` writes nothing.
@@ -48,13 +48,13 @@ pub struct Args {
     )]
     pub impls: Vec<Impl>,
     /// Lease duration given to every candidate.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
     /// Renew deadline given to every candidate.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub renew_deadline: Duration,
     /// Retry period given to every candidate.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub retry_period: Duration,
     /// Our `leader-election` binary (default: built with `cargo build --release`).
     #[arg(long)]
@@ -65,23 +65,6 @@ pub struct Args {
     /// Keep the working directory (audit log, candidate logs, kubeconfigs) and print its path.
     #[arg(long)]
     pub keep: bool,
-}
-
-/// Parses `15s`, `500ms`, `2m`, or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 15s or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// An implementation under test.
@@ -778,15 +761,6 @@ fn client_go_version() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("1h").is_err());
-    }
 
     #[test]
     fn reads_client_go_version() {

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use cloudprovider_api::{NodeAddress, NodeAddressType};
-use common::{Env, UNINITIALIZED, create_node, events_about, eventually, tainted_node};
+use common::{
+    Env, UNINITIALIZED, create_node, events_about, eventually, stops_on_shutdown, tainted_node,
+};
 use controller_core::cloud_node::{self, CloudNodeConfig, PROVIDED_NODE_IP_ANNOTATION};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Taint};
@@ -29,16 +31,6 @@ fn start(env: &Env, frequency: Duration) -> tokio::task::JoinHandle<()> {
         config,
         env.shutdown.clone(),
     ))
-}
-
-/// `run` returns promptly once the shutdown signal fires.
-async fn stops_on_shutdown(env: &Env, task: tokio::task::JoinHandle<()>) {
-    env.stop.trigger();
-    match tokio::time::timeout(Duration::from_secs(5), task).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("controller task failed: {e}"),
-        Err(_) => panic!("the controller did not stop on shutdown"),
-    }
 }
 
 fn has_taint(node: &Node, key: &str) -> bool {

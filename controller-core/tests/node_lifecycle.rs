@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Env, create_node, events_about, eventually, tainted_node};
+use common::{Env, create_node, events_about, eventually, stops_on_shutdown, tainted_node};
 use controller_core::node_lifecycle::{self, NodeLifecycleConfig, SHUTDOWN_TAINT};
 use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
 use kube::api::{ObjectMeta, Patch, PatchParams};
@@ -28,16 +28,6 @@ fn start(env: &Env) -> tokio::task::JoinHandle<()> {
         config,
         env.shutdown.clone(),
     ))
-}
-
-/// `run` returns promptly once the shutdown signal fires.
-async fn stops_on_shutdown(env: &Env, task: tokio::task::JoinHandle<()>) {
-    env.stop.trigger();
-    match tokio::time::timeout(Duration::from_secs(5), task).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("controller task failed: {e}"),
-        Err(_) => panic!("the controller did not stop on shutdown"),
-    }
 }
 
 fn shutdown_taint() -> Taint {

@@ -146,3 +146,13 @@ pub async fn events_about(env: &Env, name: &str) -> Vec<(String, String, String)
         })
         .collect()
 }
+
+/// Fires the shutdown signal and checks that the controller `task` returns promptly.
+pub async fn stops_on_shutdown(env: &Env, task: tokio::task::JoinHandle<()>) {
+    env.stop.trigger();
+    match tokio::time::timeout(Duration::from_secs(5), task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("controller task failed: {e}"),
+        Err(_) => panic!("the controller did not stop on shutdown"),
+    }
+}

@@ -39,13 +39,13 @@ struct Args {
     )]
     name: String,
     /// How long others wait after the last observed renew before taking over.
-    #[arg(long = "leader-elect-lease-duration", default_value = "15s", value_parser = humantime_duration)]
+    #[arg(long = "leader-elect-lease-duration", default_value = "15s", value_parser = humantime::parse_duration)]
     lease_duration: Duration,
     /// How long the leader retries renewing before it gives up.
-    #[arg(long = "leader-elect-renew-deadline", default_value = "10s", value_parser = humantime_duration)]
+    #[arg(long = "leader-elect-renew-deadline", default_value = "10s", value_parser = humantime::parse_duration)]
     renew_deadline: Duration,
     /// How often candidates try to acquire and the leader renews.
-    #[arg(long = "leader-elect-retry-period", default_value = "2s", value_parser = humantime_duration)]
+    #[arg(long = "leader-elect-retry-period", default_value = "2s", value_parser = humantime::parse_duration)]
     retry_period: Duration,
     /// Do not watch the Lease (for RBAC without list/watch on leases).
     #[arg(long)]
@@ -56,23 +56,6 @@ struct Args {
     /// Port for /healthz, /readyz and /metrics; 0 picks a free port, omit to serve nothing.
     #[arg(long = "secure-port")]
     port: Option<u16>,
-}
-
-/// Parses `15s`, `500ms`, `2m`, or a bare number of seconds.
-fn humantime_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 15s or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn say(identity: &str, what: &str) {
