@@ -160,3 +160,27 @@ pub fn single_leader(candidates: &[Candidate]) -> Option<usize> {
         .collect();
     (leading.len() == 1).then(|| leading[0])
 }
+
+/// Starts `a` and waits until it leads, then starts `b` and waits until it follows `a`.
+pub async fn leader_and_follower(
+    (a_client, a_config): (kube::Client, LeaseConfig),
+    (b_client, b_config): (kube::Client, LeaseConfig),
+    audit: &Audit,
+) -> (Candidate, Candidate) {
+    let a_id = a_config.identity.clone();
+    let a = Candidate::start(a_client, a_config, audit);
+    wait_until(
+        Duration::from_secs(10),
+        "the first candidate to lead",
+        || a.is_leading(),
+    )
+    .await;
+    let b = Candidate::start(b_client, b_config, audit);
+    wait_until(
+        Duration::from_secs(10),
+        "the second candidate to follow",
+        || b.elector.current_leader().as_deref() == Some(a_id.as_str()),
+    )
+    .await;
+    (a, b)
+}

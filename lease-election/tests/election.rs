@@ -65,12 +65,11 @@ async fn graceful_handover_uses_the_release() {
         .unwrap_or_else(|e| panic!("{e}"));
     let audit = Audit::default();
     // client-go's defaults: without the release, a takeover would take >= 15 s.
-    let a = Candidate::start(cp.client(), LeaseConfig::new(NS, "handover", "a"), &audit);
-    wait_until(Duration::from_secs(10), "a to lead", || a.is_leading()).await;
-    let b = Candidate::start(cp.client(), LeaseConfig::new(NS, "handover", "b"), &audit);
-    wait_until(Duration::from_secs(10), "b to follow a", || {
-        b.elector.current_leader().as_deref() == Some("a")
-    })
+    let (a, b) = leader_and_follower(
+        (cp.client(), LeaseConfig::new(NS, "handover", "a")),
+        (cp.client(), LeaseConfig::new(NS, "handover", "b")),
+        &audit,
+    )
     .await;
 
     let released = Instant::now();
@@ -93,13 +92,11 @@ async fn after_a_crash_takeover_waits_for_expiry() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let audit = Audit::default();
-    let config = |id: &str| fast("crash", id);
-    let a = Candidate::start(cp.client(), config("a"), &audit);
-    wait_until(Duration::from_secs(10), "a to lead", || a.is_leading()).await;
-    let b = Candidate::start(cp.client(), config("b"), &audit);
-    wait_until(Duration::from_secs(10), "b to see a", || {
-        b.elector.current_leader().as_deref() == Some("a")
-    })
+    let (a, b) = leader_and_follower(
+        (cp.client(), fast("crash", "a")),
+        (cp.client(), fast("crash", "b")),
+        &audit,
+    )
     .await;
 
     let crashed = Instant::now();
@@ -132,12 +129,11 @@ async fn a_leader_cut_off_stops_before_another_acquires() {
         .unwrap_or_else(|e| panic!("{e}"));
     let audit = Audit::default();
     let a_client = proxy.client(cp.config()).unwrap_or_else(|e| panic!("{e}"));
-    let a = Candidate::start(a_client, fast("partition", "a"), &audit);
-    wait_until(Duration::from_secs(10), "a to lead", || a.is_leading()).await;
-    let b = Candidate::start(cp.client(), fast("partition", "b"), &audit);
-    wait_until(Duration::from_secs(10), "b to follow", || {
-        b.elector.current_leader().as_deref() == Some("a")
-    })
+    let (a, b) = leader_and_follower(
+        (a_client, fast("partition", "a")),
+        (cp.client(), fast("partition", "b")),
+        &audit,
+    )
     .await;
 
     proxy.set_mode(ProxyMode::Blackhole);
@@ -232,12 +228,11 @@ async fn without_the_watch_followers_poll_like_client_go() {
         watch: false,
         ..LeaseConfig::new(NS, "no-watch", id)
     };
-    let a = Candidate::start(cp.client(), config("a"), &audit);
-    wait_until(Duration::from_secs(10), "a to lead", || a.is_leading()).await;
-    let b = Candidate::start(cp.client(), config("b"), &audit);
-    wait_until(Duration::from_secs(10), "b to follow a", || {
-        b.elector.current_leader().as_deref() == Some("a")
-    })
+    let (a, b) = leader_and_follower(
+        (cp.client(), config("a")),
+        (cp.client(), config("b")),
+        &audit,
+    )
     .await;
     // Let a renew a few times so b's first view is stale unless it polls.
     tokio::time::sleep(Duration::from_secs(5)).await;

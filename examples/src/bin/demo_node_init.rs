@@ -16,9 +16,10 @@ use clap::Parser;
 use cloudprovider_api::{CloudProvider, ProviderRegistry};
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
+use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Config};
+use kube_cloud_examples::{init_tracing, kube_client};
 
 const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
 const FIELD_MANAGER: &str = "demo-node-init";
@@ -42,14 +43,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
+    init_tracing();
     let args = Args::parse();
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
 
     let mut registry = ProviderRegistry::new();
     provider_fake::register(&mut registry)?;
@@ -81,18 +77,6 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => Config::infer().await?,
-    };
-    Ok(Client::try_from(config)?)
 }
 
 async fn create_tainted_node(nodes: &Api<Node>, name: &str) -> anyhow::Result<()> {
