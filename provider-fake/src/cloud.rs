@@ -20,6 +20,7 @@ use crate::calls::{CallLog, CallOutcome};
 use crate::config::FakeConfig;
 use crate::error::FakeError;
 use crate::faults::Faults;
+use crate::local_lb::LocalLoadBalancers;
 use crate::method::Method;
 use crate::state::State;
 use crate::state::instances::{
@@ -86,6 +87,9 @@ pub(crate) struct Inner {
     pub(crate) faults: Mutex<Faults>,
     pub(crate) calls: Mutex<CallLog>,
     lb_changes: watch::Sender<Vec<FakeLoadBalancer>>,
+    /// The listeners started because the config asked for them ([`FakeConfig::local_load_balancers`]); they
+    /// close when the cloud is dropped.
+    local_lbs: Mutex<Option<LocalLoadBalancers>>,
 }
 
 /// The in-memory cloud. Cloning is cheap and every clone is the same cloud.
@@ -194,6 +198,7 @@ impl FakeCloud {
                 faults: Mutex::new(faults),
                 calls: Mutex::new(CallLog::new(config.call_log_capacity)),
                 lb_changes: watch::Sender::new(Vec::new()),
+                local_lbs: Mutex::new(None),
             }),
         }
     }
@@ -333,6 +338,36 @@ impl FakeCloud {
         let st = self.state();
         self.inner.lb_changes.send_replace(st.lbs.all());
         self.inner.lb_changes.subscribe()
+    }
+
+    /// Serves every TCP port of every load balancer on its address, forwarding connections to the backend
+    /// nodes' `InternalIP` (else `ExternalIP`) and NodePort, round-robin; see [`LocalLoadBalancers`]. The
+    /// listeners follow load balancer changes and close when the returned handle is dropped. Use a load balancer
+    /// pool of local addresses (e.g. `127.0.100.0/24`: Linux answers on all of `127.0.0.0/8`).
+    ///
+    /// Fails outside a Tokio runtime.
+    pub fn start_local_load_balancers(&self) -> Result<LocalLoadBalancers, FakeError> {
+        tokio::runtime::Handle::try_current().map_err(|_| FakeError::NoRuntime)?;
+        Ok(LocalLoadBalancers::start(self.subscribe_load_balancers()))
+    }
+
+    /// Starts local load balancers owned by the cloud itself (what [`FakeConfig::local_load_balancers`] does):
+    /// they run until the last clone of the cloud is dropped.
+    pub(crate) fn keep_local_load_balancers(&self) -> Result<(), FakeError> {
+        let lbs = self.start_local_load_balancers()?;
+        *lock(&self.inner.local_lbs) = Some(lbs);
+        Ok(())
+    }
+
+    /// The addresses the local load balancers started from the config listen on, each with its Service
+    /// (`namespace/name`); empty when they are off.
+    pub fn local_load_balancer_listeners(
+        &self,
+    ) -> std::collections::BTreeMap<std::net::SocketAddr, String> {
+        lock(&self.inner.local_lbs)
+            .as_ref()
+            .map(LocalLoadBalancers::listening)
+            .unwrap_or_default()
     }
 
     /// Publishes the load balancers to subscribers, if any. Called with the state locked so updates are ordered.

@@ -120,6 +120,10 @@ pub struct FakeConfig {
     pub rate_limit: Option<RateLimit>,
     /// How many recent calls the call log keeps (counts stay exact). Default 100000.
     pub call_log_capacity: usize,
+    /// Really carry traffic: listen on every load balancer's address and TCP ports and forward connections to the
+    /// backend nodes' address and NodePort (see [`FakeCloud::start_local_load_balancers`]). Needs a loopback
+    /// `loadBalancerIpPool` such as `127.0.100.0/24`. Default false.
+    pub local_load_balancers: bool,
 }
 
 impl Default for FakeConfig {
@@ -142,6 +146,7 @@ impl Default for FakeConfig {
             latency: LatencyConfig::default(),
             rate_limit: None,
             call_log_capacity: 100_000,
+            local_load_balancers: false,
         }
     }
 }
@@ -165,6 +170,16 @@ impl FakeConfig {
                     format!("{pool} has no usable address"),
                 ));
             }
+        }
+        if self.local_load_balancers && !self.load_balancer_ip_pool.network().is_loopback() {
+            return Err(FakeError::config(
+                "loadBalancerIpPool",
+                format!(
+                    "{} is not a loopback range; localLoadBalancers listens on load balancer addresses, so use \
+                     one such as 127.0.100.0/24",
+                    self.load_balancer_ip_pool
+                ),
+            ));
         }
         if let Some(limit) = &self.rate_limit {
             limit
@@ -207,7 +222,12 @@ pub fn register_with(
     registry.register(PROVIDER_NAME, move |config: Option<FakeConfig>| {
         let on_build = Arc::clone(&on_build);
         async move {
-            let cloud = FakeCloud::from_config(config.unwrap_or_default())?;
+            let config = config.unwrap_or_default();
+            let local = config.local_load_balancers;
+            let cloud = FakeCloud::from_config(config)?;
+            if local {
+                cloud.keep_local_load_balancers()?;
+            }
             on_build(cloud.clone());
             Ok(Arc::new(cloud) as Arc<dyn CloudProvider>)
         }

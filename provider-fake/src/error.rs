@@ -17,6 +17,9 @@ pub enum FakeError {
         /// What is wrong with it.
         message: String,
     },
+    /// Local load balancers were asked for outside a Tokio runtime.
+    #[error("local load balancers need a Tokio runtime")]
+    NoRuntime,
     /// An instance with this name or provider ID already exists and is not terminated.
     #[error("instance {0:?} already exists")]
     DuplicateInstance(String),
@@ -60,6 +63,7 @@ impl From<FakeError> for CloudError {
             other @ (FakeError::DuplicateInstance(_) | FakeError::DuplicateNodeGroup(_)) => {
                 CloudError::invalid_input("name", other.to_string())
             }
+            other @ FakeError::NoRuntime => CloudError::transient(other.to_string()),
         }
     }
 }

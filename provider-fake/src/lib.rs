@@ -64,8 +64,10 @@
 //! * **Load balancers** are keyed by cluster and [default name](cloudprovider_api::default_load_balancer_name)
 //!   (from the Service UID) and get the lowest free address of [`FakeConfig::load_balancer_ip_pool`]; see
 //!   [`ANNOTATION_IP`] and [`ANNOTATION_IMPLEMENTED_ELSEWHERE`] for the annotations honoured.
-//!   [`FakeCloud::subscribe_load_balancers`] publishes every change, the hook a future local TCP load
-//!   balancer mode (really forwarding to `node address:NodePort`, like cloud-provider-kind) can build on.
+//!   [`FakeCloud::subscribe_load_balancers`] publishes every change. With
+//!   [`FakeConfig::local_load_balancers`] (or [`FakeCloud::start_local_load_balancers`]) they really carry
+//!   TCP traffic: a listener per Service port on the load balancer's address forwards to `node address:NodePort`,
+//!   as cloud-provider-kind does, so `curl` reaches a backend on the same machine.
 //! * **Routes** are keyed by cluster and destination CIDR; a route whose target node's instance is terminated
 //!   is listed as a blackhole, as clouds do.
 //! * **Node groups** follow cluster-autoscaler's semantics; instances they create go through `Creating` to
@@ -85,6 +87,7 @@ mod cloud;
 mod config;
 mod error;
 mod faults;
+mod local_lb;
 mod method;
 mod state;
 
@@ -93,6 +96,7 @@ pub use cloud::{Capability, FakeCloud};
 pub use config::{CapabilitySwitches, FakeConfig, LatencyConfig, register, register_with};
 pub use error::FakeError;
 pub use faults::{FaultKind, RateLimit};
+pub use local_lb::LocalLoadBalancers;
 pub use method::{Method, UnknownMethod};
 pub use state::instances::{FakeInstance, FakeInstanceInfo, FakeInstanceState};
 pub use state::load_balancers::{FakeLoadBalancer, FakeLoadBalancerPort};
