@@ -1,5 +1,9 @@
-//! Shared plumbing of the bundled binaries: logging, the Kubernetes client, and the `/healthz`, `/readyz`,
-//! `/metrics` endpoints.
+//! Shared plumbing of the bundled binaries: logging, the Kubernetes client, the compiled-in providers, and the
+//! `/healthz`, `/readyz`, `/metrics` endpoints; plus the cloud-controller-manager itself ([`ccm`]), kept in the
+//! library so its flag handling is unit-tested.
+
+pub mod ccm;
+pub mod client;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,15 +16,34 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-/// Logs to stderr; `RUST_LOG` overrides the default filter (`info`, kube's internals at `warn`).
+/// Logs text lines to stderr; `RUST_LOG` overrides the default filter (`info`, kube's internals at `warn`).
 pub fn init_tracing() {
-    tracing_subscriber::fmt()
+    init_logging(false);
+}
+
+/// Logs to stderr as text lines or, with `json`, one JSON object per line (fields and span context included).
+/// `RUST_LOG` overrides the default filter (`info`, kube's internals at `warn`).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter);
+    if json {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The providers compiled into this binary (cargo features `fake`, `aws`), by name.
+pub fn provider_registry() -> anyhow::Result<cloudprovider_api::ProviderRegistry> {
+    #[allow(unused_mut)]
+    let mut registry = cloudprovider_api::ProviderRegistry::new();
+    #[cfg(feature = "fake")]
+    provider_fake::register(&mut registry)?;
+    Ok(registry)
 }
 
 /// A client from `kubeconfig`, or the usual lookup (`$KUBECONFIG`, `~/.kube/config`, in-cluster) when `None`.
