@@ -241,15 +241,33 @@ pub fn print_config_schema(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs until SIGTERM/Ctrl-C (then stops the controllers and releases the Lease) or until leadership is lost
-/// (an error, so the process exits non-zero and is restarted, as upstream).
+/// Runs with the providers compiled into this binary; see [`run_with`].
 pub async fn run(plan: Plan) -> anyhow::Result<()> {
+    run_with(plan, provider_registry()?).await
+}
+
+/// Runs until SIGTERM/Ctrl-C (then stops the controllers and releases the Lease) or until leadership is lost
+/// (an error, so the process exits non-zero and is restarted, as upstream). `registry` holds the providers
+/// `--cloud-provider` chooses from: a binary for your own provider registers it there.
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// use clap::Parser;
+/// let mut registry = cloudprovider_api::ProviderRegistry::new();
+/// // my_provider::register(&mut registry)?;
+/// let plan = kube_cloud_examples::ccm::Options::parse().plan()?;
+/// kube_cloud_examples::ccm::run_with(plan, registry).await
+/// # }
+/// ```
+pub async fn run_with(
+    plan: Plan,
+    registry: cloudprovider_api::ProviderRegistry,
+) -> anyhow::Result<()> {
     let options = &plan.options;
     let lease = options.lease_config();
     // Checked before any connection, so bad timings are a startup error naming the flags.
     lease.validate().context("--leader-elect-* flags")?;
 
-    let registry = provider_registry()?;
     let provider = registry
         .build(&options.cloud_provider, options.cloud_config.as_deref())
         .await?
