@@ -25,7 +25,8 @@ pub fn init_tracing() {
 /// `RUST_LOG` overrides the default filter (`info`, kube's internals at `warn`).
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,kube=warn".into());
+        // `kube=warn` would also match `kube_cloud_examples` (directives are target prefixes): keep ours at info.
+        .unwrap_or_else(|_| "info,kube=warn,kube_cloud_examples=info".into());
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
