@@ -37,6 +37,7 @@
 
 mod control_plane;
 mod error;
+mod joiner;
 mod moto;
 mod net;
 mod process;
@@ -47,6 +48,7 @@ pub use control_plane::{
     Component, ControlPlane, ControlPlaneBuilder, KwokNodes, KwokOptions, kwok_node,
 };
 pub use error::Error;
+pub use joiner::{JoinerOptions, NodeJoiner};
 pub use moto::Moto;
 pub use proxy::{FaultProxy, ProxyMode};
 pub use tools::Tools;
