@@ -534,7 +534,12 @@ async fn nodes_never_initialized_are_removed_with_their_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_spec_is_reported_on_the_pool_and_launches_nothing() {
-    let PoolEnv { env, metrics, .. } = start(Duration::ZERO, true).await;
+    // The joiner must stay bound: dropping it stops it.
+    let PoolEnv {
+        env,
+        metrics,
+        joiner: _joiner,
+    } = start(Duration::ZERO, true).await;
     let mut spec = pool_spec();
     spec.min_nodes = 3;
     spec.max_nodes = 1;
