@@ -357,6 +357,7 @@ async fn twenty_pending_pods_get_exactly_the_nodes_they_need() {
         metrics,
     } = start(Duration::from_secs(2), true).await;
     create_pool(&env, pool_spec()).await;
+    let started = std::time::Instant::now();
     create_replicas(&env, "batch", 0..6).await;
     eventually(WAIT, "the first scale-up", || {
         has_event(&env, "TriggeredScaleUp")
@@ -370,6 +371,11 @@ async fn twenty_pending_pods_get_exactly_the_nodes_they_need() {
         all_running(&env, "batch", 20)
     })
     .await;
+    // A measurement for the report, not an assertion.
+    eprintln!(
+        "20 replicas Running {:.1}s after the first was created (nodes take 2 s to launch)",
+        started.elapsed().as_secs_f64()
+    );
     // 20 × 500m CPU on 2-CPU nodes: 5 nodes, not 6 (which re-provisioning for the first wave's pods would give).
     let members = live_members(&env);
     assert_eq!(members.len(), 5, "{members:#?}");
