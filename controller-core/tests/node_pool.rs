@@ -12,7 +12,8 @@ use std::time::Duration;
 use common::{Env, UNINITIALIZED, events_about, eventually};
 use controller_core::cloud_node::{self, CloudNodeConfig};
 use controller_core::node_pool::{
-    self, NodePool, NodePoolConfig, NodePoolMetrics, NodePoolSpec, POOL_LABEL, UNREGISTERED_TAINT,
+    self, INITIALIZED_LABEL, NodePool, NodePoolConfig, NodePoolMetrics, NodePoolSpec, POOL_LABEL,
+    UNREGISTERED_TAINT,
 };
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -286,6 +287,11 @@ async fn pending_pods_bring_up_initialized_nodes_and_idle_nodes_go_away() {
     );
     let taints = taint_keys(&node);
     assert!(!taints.contains(&UNINITIALIZED.to_owned()), "{taints:?}");
+    eventually(WAIT, "the initialized label", || async {
+        let node = nodes.get_opt(&node_name).await.ok()??;
+        (node.labels().get(INITIALIZED_LABEL).map(String::as_str) == Some("true")).then_some(())
+    })
+    .await;
     assert!(
         !taints.contains(&UNREGISTERED_TAINT.to_owned()),
         "{taints:?}"
@@ -414,15 +420,23 @@ async fn launches_that_never_come_up_or_never_register_are_cleaned_up() {
         joiner,
         metrics,
     } = start(Duration::from_millis(200), true).await;
-    // Phase 1: the cloud never finishes creating instances.
+    // Phase 0: the cloud has no capacity; the failed launch is deleted.
     env.cloud
-        .set_node_group_provisioning(GROUP, Provisioning::NeverReady)
+        .set_node_group_provisioning(GROUP, Provisioning::out_of_resources())
         .unwrap_or_else(|e| panic!("{e}"));
     let mut spec = pool_spec();
     spec.launch_timeout_seconds = 2;
     spec.registration_timeout_seconds = 4;
     create_pool(&env, spec).await;
     create_replicas(&env, "job", 0..1).await;
+    let note = eventually(WAIT, "LaunchFailed", || has_event(&env, "LaunchFailed")).await;
+    assert!(note.contains("InsufficientInstanceCapacity"), "{note}");
+    assert!(metrics.decision_count(POOL, "launch_failed") >= 1);
+
+    // Phase 1: the cloud never finishes creating instances.
+    env.cloud
+        .set_node_group_provisioning(GROUP, Provisioning::NeverReady)
+        .unwrap_or_else(|e| panic!("{e}"));
     let note = eventually(WAIT, "LaunchTimeout", || has_event(&env, "LaunchTimeout")).await;
     let stuck = env
         .cloud

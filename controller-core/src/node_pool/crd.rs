@@ -15,6 +15,11 @@ pub const GROUP: &str = "kube-cloud-rs.dev";
 /// The label every node of a pool carries, valued with the pool's name. Pods may select it with `nodeSelector`.
 pub const POOL_LABEL: &str = "kube-cloud-rs.dev/nodepool";
 
+/// The label (value `"true"`) the controller puts on a Node of a pool once it was first initialized and Ready
+/// (like Karpenter's `karpenter.sh/initialized`): the initialization timeout no longer applies to it, so a node
+/// that is NotReady for a while later is left to the node lifecycle, not deleted.
+pub const INITIALIZED_LABEL: &str = "kube-cloud-rs.dev/initialized";
+
 /// A taint (`NoExecute`) a machine launched for a pool should register its Node with (like Karpenter's
 /// `karpenter.sh/unregistered`): no pod lands on the Node before the pool's labels and taints are on it. The
 /// controller removes it in the same write that adds them. Nodes registered without it are labelled too, with a
@@ -226,7 +231,7 @@ pub struct PoolNodeStatus {
     /// The Node's name, once registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    /// `Launching`, `Registered`, `Ready`, or `Deleting`.
+    /// `Launching`, `Registered`, `Ready`, `NotReady` (initialized once, not Ready now) or `Deleting`.
     pub phase: String,
     /// When the controller first saw the instance (its launch request, for instances it launched).
     pub launched_at: Time,

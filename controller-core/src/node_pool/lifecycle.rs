@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
-use super::crd::{NodePoolSpec, POOL_LABEL, UNREGISTERED_TAINT};
+use super::crd::{INITIALIZED_LABEL, NodePoolSpec, POOL_LABEL, UNREGISTERED_TAINT};
 use crate::cloud_node::UNINITIALIZED_TAINT;
 
 /// One instance of the pool's node group, with its Node once registered.
@@ -30,6 +30,8 @@ pub(crate) enum Phase {
     Launching,
     Registered,
     Ready,
+    /// Initialized once, not Ready now: left to the node lifecycle.
+    NotReady,
     Deleting,
 }
 
@@ -39,6 +41,7 @@ impl Phase {
             Phase::Launching => "Launching",
             Phase::Registered => "Registered",
             Phase::Ready => "Ready",
+            Phase::NotReady => "NotReady",
             Phase::Deleting => "Deleting",
         }
     }
@@ -85,6 +88,7 @@ impl Member {
             (_, CloudInstanceState::Deleting) => Phase::Deleting,
             (None, _) => Phase::Launching,
             (Some(node), _) if is_initialized(node) => Phase::Ready,
+            (Some(node), _) if was_initialized(node) => Phase::NotReady,
             (Some(_), _) => Phase::Registered,
         }
     }
@@ -114,7 +118,7 @@ impl Member {
                 }
                 Ok(Some(next))
             }
-            (Some(node), _) if is_initialized(node) => Ok(None),
+            (Some(node), _) if is_initialized(node) || was_initialized(node) => Ok(None),
             (Some(node), _) => {
                 let registered = node
                     .metadata
@@ -160,8 +164,46 @@ pub(crate) fn is_initialized(node: &Node) -> bool {
             .any(|t| t.key == UNINITIALIZED_TAINT || t.key == UNREGISTERED_TAINT)
 }
 
+/// Whether the controller marked the Node initialized before (see [`INITIALIZED_LABEL`]).
+pub(crate) fn was_initialized(node: &Node) -> bool {
+    node.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(INITIALIZED_LABEL))
+        .is_some_and(|v| v == "true")
+}
+
+/// Whether pods of the pool can be scheduled on the Node: not cordoned, not being deleted, and no
+/// `NoSchedule`/`NoExecute` taint beyond the pool's shape (`shape_taints`) except the startup taints that go
+/// away by themselves (uninitialized, unregistered, not-ready, unreachable).
+pub(crate) fn accepts_pods(node: &Node, shape_taints: &[Taint]) -> bool {
+    if node.metadata.deletion_timestamp.is_some()
+        || node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false)
+    {
+        return false;
+    }
+    const STARTUP: [&str; 4] = [
+        UNINITIALIZED_TAINT,
+        UNREGISTERED_TAINT,
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ];
+    taints(node).iter().all(|t| {
+        t.effect == "PreferNoSchedule"
+            || STARTUP.contains(&t.key.as_str())
+            || shape_taints
+                .iter()
+                .any(|s| s.key == t.key && s.effect == t.effect)
+    })
+}
+
 /// The merge patch that gives a registered Node the pool's labels and taints and removes
-/// [`UNREGISTERED_TAINT`], or `None` if it has them all already. Conditioned on the observed
+/// [`UNREGISTERED_TAINT`] (and, once it is initialized, adds [`INITIALIZED_LABEL`]), or `None` if it has them
+/// all already. Conditioned on the observed
 /// `resourceVersion` since the taint list is replaced whole.
 pub(crate) fn registration_patch(
     node: &Node,
@@ -170,11 +212,12 @@ pub(crate) fn registration_patch(
 ) -> Option<serde_json::Value> {
     let current_labels = node.metadata.labels.clone().unwrap_or_default();
     let mut labels = BTreeMap::new();
-    for (k, v) in spec
-        .labels
-        .iter()
-        .chain(std::iter::once((&POOL_LABEL.to_owned(), &pool.to_owned())))
-    {
+    let mut wanted_labels = spec.labels.clone();
+    wanted_labels.insert(POOL_LABEL.to_owned(), pool.to_owned());
+    if is_initialized(node) {
+        wanted_labels.insert(INITIALIZED_LABEL.to_owned(), "true".to_owned());
+    }
+    for (k, v) in &wanted_labels {
         if current_labels.get(k) != Some(v) {
             labels.insert(k.clone(), v.clone());
         }
@@ -338,6 +381,34 @@ mod tests {
         let ready = member(CloudInstanceState::Running, Some(node(15, None, true)));
         assert_eq!(ready.phase(), Phase::Ready);
         assert_eq!(ready.check(&s, at(1000)), Ok(None));
+        // Initialized once, NotReady later: no longer subject to the initialization timeout.
+        let mut once = node(15, None, false);
+        once.metadata.labels = Some(BTreeMap::from([(
+            INITIALIZED_LABEL.to_owned(),
+            "true".to_owned(),
+        )]));
+        let once = member(CloudInstanceState::Running, Some(once));
+        assert_eq!(once.phase(), Phase::NotReady);
+        assert_eq!(once.check(&s, at(1000)), Ok(None));
+    }
+
+    #[test]
+    fn cordoned_or_foreign_tainted_nodes_take_no_pods() {
+        let pool_taint = Taint {
+            key: "dedicated".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        };
+        let starting = node(0, Some(UNINITIALIZED_TAINT), false);
+        assert!(accepts_pods(&starting, &[]));
+        let foreign = node(0, Some("dedicated"), true);
+        assert!(!accepts_pods(&foreign, &[]));
+        assert!(accepts_pods(&foreign, &[pool_taint]));
+        let mut cordoned = node(0, None, true);
+        if let Some(spec) = cordoned.spec.as_mut() {
+            spec.unschedulable = Some(true);
+        }
+        assert!(!accepts_pods(&cordoned, &[]));
     }
 
     #[test]
@@ -365,11 +436,19 @@ mod tests {
             .collect();
         assert_eq!(keys, vec!["dedicated"]);
 
+        // Initialized: marked so.
+        let initialized = node(0, None, true);
+        let Some(patch) = registration_patch(&initialized, "pool-a", &s) else {
+            panic!("expected a patch")
+        };
+        assert_eq!(patch["metadata"]["labels"][INITIALIZED_LABEL], "true");
+
         // Applied: nothing left to do.
         let mut done = node(0, None, true);
         done.metadata.labels = Some(BTreeMap::from([
             ("team".to_owned(), "ml".to_owned()),
             (POOL_LABEL.to_owned(), "pool-a".to_owned()),
+            (INITIALIZED_LABEL.to_owned(), "true".to_owned()),
         ]));
         if let Some(spec) = done.spec.as_mut() {
             spec.taints = Some(s.taints.clone());

@@ -15,7 +15,8 @@
 //!    (`InitializationTimeout`) is deleted, with its Node. Warning Events with those reasons.
 //! 3. **Registration**: a Node whose `spec.providerID` is one of the group's instances gets the pool's labels
 //!    (and [`POOL_LABEL`]) and taints, and loses [`UNREGISTERED_TAINT`], in one write (`Registered` Event); it
-//!    counts as ready once initialized (`Initialized` Event, `node_pool_launch_to_ready_seconds`).
+//!    counts as ready once initialized (`Initialized` Event, `node_pool_launch_to_ready_seconds`) and is then
+//!    labelled [`INITIALIZED_LABEL`], so the initialization timeout never applies to it again.
 //! 4. **Scale up**: unschedulable pods (`PodScheduled=False`, reason `Unschedulable`) that would fit the pool's
 //!    template node (nodeSelector, required node affinity, tolerations, resource requests) are bin-packed
 //!    (first-fit decreasing) onto the free room of the pool's nodes — launching ones included, which is what
@@ -71,8 +72,8 @@ use parking_lot::Mutex;
 use tracing::debug;
 
 pub use crd::{
-    GROUP, NodePool, NodePoolSpec, NodePoolStatus, POOL_LABEL, PoolNodeStatus, ScalingDecision,
-    SpecError, UNREGISTERED_TAINT,
+    GROUP, INITIALIZED_LABEL, NodePool, NodePoolSpec, NodePoolStatus, POOL_LABEL, PoolNodeStatus,
+    ScalingDecision, SpecError, UNREGISTERED_TAINT,
 };
 pub use metrics::{DecisionLabels, NodePoolMetrics, NodeStateLabels, PoolLabel};
 

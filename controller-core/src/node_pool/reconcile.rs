@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::crd::{NodePool, PoolNodeStatus, ScalingDecision};
 use super::lifecycle::{
-    Failure, Member, Phase, blocks_removal, bound_node, elapsed, registration_patch,
+    Failure, Member, Phase, accepts_pods, blocks_removal, bound_node, elapsed, registration_patch,
 };
 use super::resources::{Resources, node_allocatable, pod_requests};
 use super::scale_up::{NodeShape, fits_shape, is_unschedulable, plan};
@@ -130,7 +130,7 @@ impl PoolReconciler {
                 self.register(pool, member, node).await?;
             }
             self.announce(pool, member, now).await;
-            if member.phase() != Phase::Ready {
+            if matches!(member.phase(), Phase::Launching | Phase::Registered) {
                 next.at_most(self.config.poll_interval);
             }
         }
@@ -661,6 +661,9 @@ fn free_room(member: &Member, shape: &NodeShape, by_node: &BTreeMap<&str, Vec<&P
     let Some(node) = &member.node else {
         return shape.allocatable.clone();
     };
+    if !accepts_pods(node, &shape.taints) {
+        return Resources::default();
+    }
     let mut room = node_allocatable(node);
     if room == Resources::default() {
         room = shape.allocatable.clone();

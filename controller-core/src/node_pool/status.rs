@@ -71,7 +71,7 @@ pub(crate) fn observed(pool: &NodePool, mut observed: Observed, now: Timestamp) 
     };
     let ready = count("Ready");
     let launching = count("Launching") + count("Registered");
-    let desired = ready + launching;
+    let desired = ready + launching + count("NotReady");
     let ready_condition = if launching == 0 {
         condition(
             pool,
