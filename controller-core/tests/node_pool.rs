@@ -553,7 +553,7 @@ async fn nodes_never_initialized_are_removed_with_their_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_invalid_spec_is_reported_on_the_pool_and_launches_nothing() {
+async fn an_invalid_spec_is_reported_and_max_nodes_bounds_the_pool() {
     // The joiner must stay bound: dropping it stops it.
     let PoolEnv {
         env,
@@ -564,7 +564,7 @@ async fn an_invalid_spec_is_reported_on_the_pool_and_launches_nothing() {
     spec.min_nodes = 3;
     spec.max_nodes = 1;
     create_pool(&env, spec).await;
-    create_replicas(&env, "web", 0..2).await;
+    create_replicas(&env, "web", 0..6).await;
     let note = eventually(WAIT, "InvalidNodePool", || async {
         pool_events(&env)
             .await
@@ -587,9 +587,8 @@ async fn an_invalid_spec_is_reported_on_the_pool_and_launches_nothing() {
     assert!(metrics.decision_count(POOL, "invalid_spec") >= 1);
     assert!(live_members(&env).is_empty());
 
-    // Fixed: the pool launches for the pending pods.
     let pools: Api<NodePool> = Api::all(env.client());
-    let fix = serde_json::json!({ "spec": { "minNodes": 0, "maxNodes": 3 } });
+    let fix = serde_json::json!({ "spec": { "minNodes": 0, "maxNodes": 1 } });
     pools
         .patch(
             POOL,
@@ -598,7 +597,26 @@ async fn an_invalid_spec_is_reported_on_the_pool_and_launches_nothing() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    eventually(WAIT, "2 replicas Running", || all_running(&env, "web", 2)).await;
+    // Fixed with maxNodes 1: one node, four of the six 500m replicas on it, two left Pending and announced.
+    let note = eventually(WAIT, "NotTriggerScaleUp", || {
+        has_event(&env, "NotTriggerScaleUp")
+    })
+    .await;
+    assert!(
+        note.contains("2 pending pod(s)") && note.contains("spec.maxNodes 1"),
+        "{note}"
+    );
+    eventually(WAIT, "4 replicas Running", || async {
+        let running = replicas(&env, "web")
+            .await
+            .iter()
+            .filter(|p| phase(p) == "Running")
+            .count();
+        (running == 4).then_some(())
+    })
+    .await;
+    assert_eq!(live_members(&env).len(), 1);
+    assert!(metrics.decision_count(POOL, "max_nodes_reached") >= 1);
     eventually(WAIT, "Valid=True", || async {
         get_pool(&env)
             .await

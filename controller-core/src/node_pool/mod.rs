@@ -232,6 +232,8 @@ struct PoolMemory {
     empty_since: BTreeMap<(String, String), tokio::time::Instant>,
     /// The pending pods waiting for new nodes.
     batch: Option<Batch>,
+    /// How many pending pods were left out at `maxNodes` when last announced.
+    left_out_at_max: Option<usize>,
     /// The pool's node shape, for the tie-break between pools.
     shape: Option<scale_up::NodeShape>,
 }

@@ -167,7 +167,13 @@ impl PoolReconciler {
             self.with_memory(&name, |m| m.batch = None);
         }
         let below_min = spec.min_nodes.saturating_sub(live_count);
-        if placement.unplaced > 0 && placement.new_nodes == max_new {
+        // Announced when the number of pods left out changes, not on every reconcile.
+        let left_out = (placement.unplaced > 0 && placement.new_nodes == max_new)
+            .then_some(placement.unplaced);
+        let changed = self.with_memory(&name, |m| {
+            std::mem::replace(&mut m.left_out_at_max, left_out) != left_out
+        });
+        if left_out.is_some() && changed {
             self.metrics.decision(&name, "max_nodes_reached", 0);
             self.events
                 .normal(
