@@ -281,3 +281,31 @@ impl Reconciler<NodePool> for PoolReconciler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_is_one_trigger() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let input =
+            futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|()| ((), rx)) },
+            );
+        let triggers = debounced(input, Duration::from_millis(200));
+        futures::pin_mut!(triggers);
+        for _ in 0..5 {
+            tx.send(()).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(triggers.next().await, Some(()));
+        // Nothing more was sent: the burst gave one trigger.
+        let more = tokio::time::timeout(Duration::from_secs(1), triggers.next()).await;
+        assert!(more.is_err(), "{more:?}");
+        tx.send(()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(triggers.next().await, Some(()));
+        drop(tx);
+        assert_eq!(triggers.next().await, None);
+    }
+}
