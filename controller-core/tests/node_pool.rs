@@ -1,8 +1,8 @@
 //! The node-pool controller against a real kube-apiserver, kube-scheduler and kwok, with provider-fake's node
 //! groups as the cloud and test-support's `NodeJoiner` playing the kubelet of each launched machine.
 //!
-//! "Deployment" in the issue: no kube-controller-manager runs here, so no ReplicaSet controller would create the
-//! pods. The tests create the replicas themselves (same template, one label) and "scale to 0" by deleting them.
+//! The workloads are real Deployments: kube-controller-manager runs with only its deployment and replicaset
+//! controllers (nothing that overlaps the controllers under test, no node lifecycle).
 
 mod common;
 
@@ -15,10 +15,14 @@ use controller_core::node_pool::{
     self, INITIALIZED_LABEL, NodePool, NodePoolConfig, NodePoolMetrics, NodePoolSpec, POOL_LABEL,
     UNREGISTERED_TAINT,
 };
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, Node, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use provider_fake::{FakeCloud, FakeInstanceState, NodeGroupSpec, NodeTemplate, Provisioning};
 use test_support::{ControlPlane, JoinerOptions, KwokOptions, NodeJoiner};
@@ -55,6 +59,7 @@ async fn start(provision_delay: Duration, with_cloud_node: bool) -> PoolEnv {
         .unwrap_or_else(|e| panic!("node group: {e}"));
     let cp = ControlPlane::builder()
         .scheduler(true)
+        .controller_manager(["deployment-controller", "replicaset-controller"])
         .kwok(KwokOptions::default())
         .start()
         .await
@@ -125,49 +130,73 @@ async fn create_pool(env: &Env, spec: NodePoolSpec) {
         .unwrap_or_else(|e| panic!("create NodePool: {e}"));
 }
 
-/// One replica: 500m CPU, selecting the pool's nodes by the pool's labels.
-fn replica(app: &str, i: usize) -> Pod {
-    Pod {
+/// A Deployment of `replicas` pods of 500m CPU selecting the pool's nodes by the pool's labels.
+fn deployment(app: &str, replicas: i32) -> Deployment {
+    let labels = BTreeMap::from([("app".to_owned(), app.to_owned())]);
+    Deployment {
         metadata: ObjectMeta {
-            name: Some(format!("{app}-{i}")),
+            name: Some(app.to_owned()),
             namespace: Some("default".into()),
-            labels: Some(BTreeMap::from([("app".to_owned(), app.to_owned())])),
             ..Default::default()
         },
-        spec: Some(PodSpec {
-            node_selector: Some(BTreeMap::from([
-                (POOL_LABEL.to_owned(), POOL.to_owned()),
-                ("team".to_owned(), "ml".to_owned()),
-            ])),
-            containers: vec![Container {
-                name: "app".into(),
-                image: Some("registry.example/app:1".into()),
-                resources: Some(ResourceRequirements {
-                    requests: Some(BTreeMap::from([
-                        ("cpu".to_owned(), Quantity("500m".into())),
-                        ("memory".to_owned(), Quantity("256Mi".into())),
-                    ])),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
                     ..Default::default()
                 }),
-                ..Default::default()
-            }],
+                spec: Some(PodSpec {
+                    node_selector: Some(BTreeMap::from([
+                        (POOL_LABEL.to_owned(), POOL.to_owned()),
+                        ("team".to_owned(), "ml".to_owned()),
+                    ])),
+                    containers: vec![Container {
+                        name: "app".into(),
+                        image: Some("registry.example/app:1".into()),
+                        resources: Some(ResourceRequirements {
+                            requests: Some(BTreeMap::from([
+                                ("cpu".to_owned(), Quantity("500m".into())),
+                                ("memory".to_owned(), Quantity("256Mi".into())),
+                            ])),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
             ..Default::default()
         }),
         ..Default::default()
     }
 }
 
-fn pods(env: &Env) -> Api<Pod> {
+fn deployments(env: &Env) -> Api<Deployment> {
     Api::namespaced(env.client(), "default")
 }
 
-async fn create_replicas(env: &Env, app: &str, range: std::ops::Range<usize>) {
-    for i in range {
-        pods(env)
-            .create(&PostParams::default(), &replica(app, i))
-            .await
-            .unwrap_or_else(|e| panic!("create pod: {e}"));
-    }
+async fn deploy(env: &Env, app: &str, replicas: i32) {
+    deployments(env)
+        .create(&PostParams::default(), &deployment(app, replicas))
+        .await
+        .unwrap_or_else(|e| panic!("create Deployment: {e}"));
+}
+
+async fn scale(env: &Env, app: &str, replicas: i32) {
+    let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+    deployments(env)
+        .patch(app, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("scale Deployment: {e}"));
+}
+
+fn pods(env: &Env) -> Api<Pod> {
+    Api::namespaced(env.client(), "default")
 }
 
 async fn replicas(env: &Env, app: &str) -> Vec<Pod> {
@@ -235,7 +264,7 @@ async fn pending_pods_bring_up_initialized_nodes_and_idle_nodes_go_away() {
         metrics,
     } = start(Duration::from_millis(500), true).await;
     create_pool(&env, pool_spec()).await;
-    create_replicas(&env, "web", 0..3).await;
+    deploy(&env, "web", 3).await;
 
     let running = eventually(WAIT, "3 replicas Running", || all_running(&env, "web", 3)).await;
     // They were unschedulable first: no node of the pool existed (the scheduler's events tell).
@@ -314,13 +343,7 @@ async fn pending_pods_bring_up_initialized_nodes_and_idle_nodes_go_away() {
     assert_eq!(metrics.decision_count(POOL, "scale_up"), 1);
 
     // Scale to 0: the node empties, and after the delay it is cordoned, deleted, and its instance terminated.
-    pods(&env)
-        .delete_collection(
-            &DeleteParams::default(),
-            &ListParams::default().labels("app=web"),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("delete pods: {e}"));
+    scale(&env, "web", 0).await;
     let note = eventually(WAIT, "ScaleDown", || has_event(&env, "ScaleDown")).await;
     eventually(WAIT, "the Node deleted", || async {
         nodes
@@ -364,14 +387,14 @@ async fn twenty_pending_pods_get_exactly_the_nodes_they_need() {
     } = start(Duration::from_secs(2), true).await;
     create_pool(&env, pool_spec()).await;
     let started = std::time::Instant::now();
-    create_replicas(&env, "batch", 0..6).await;
+    deploy(&env, "batch", 6).await;
     eventually(WAIT, "the first scale-up", || {
         has_event(&env, "TriggeredScaleUp")
     })
     .await;
     let first_wave = live_members(&env).len();
     assert_eq!(first_wave, 2, "6 × 500m need two 2-CPU nodes");
-    create_replicas(&env, "batch", 6..20).await;
+    scale(&env, "batch", 20).await;
 
     let running = eventually(WAIT, "20 replicas Running", || {
         all_running(&env, "batch", 20)
@@ -428,7 +451,7 @@ async fn launches_that_never_come_up_or_never_register_are_cleaned_up() {
     spec.launch_timeout_seconds = 2;
     spec.registration_timeout_seconds = 4;
     create_pool(&env, spec).await;
-    create_replicas(&env, "job", 0..1).await;
+    deploy(&env, "job", 1).await;
     let note = eventually(WAIT, "LaunchFailed", || has_event(&env, "LaunchFailed")).await;
     assert!(note.contains("InsufficientInstanceCapacity"), "{note}");
     assert!(metrics.decision_count(POOL, "launch_failed") >= 1);
@@ -510,7 +533,7 @@ async fn nodes_never_initialized_are_removed_with_their_instance() {
     let mut spec = pool_spec();
     spec.initialization_timeout_seconds = 3;
     create_pool(&env, spec).await;
-    create_replicas(&env, "stuck", 0..1).await;
+    deploy(&env, "stuck", 1).await;
     let first = eventually(WAIT, "a Node registered", || async {
         joiner.registered().first().cloned()
     })
@@ -564,7 +587,7 @@ async fn an_invalid_spec_is_reported_and_max_nodes_bounds_the_pool() {
     spec.min_nodes = 3;
     spec.max_nodes = 1;
     create_pool(&env, spec).await;
-    create_replicas(&env, "web", 0..6).await;
+    deploy(&env, "web", 6).await;
     let note = eventually(WAIT, "InvalidNodePool", || async {
         pool_events(&env)
             .await
@@ -590,11 +613,7 @@ async fn an_invalid_spec_is_reported_and_max_nodes_bounds_the_pool() {
     let pools: Api<NodePool> = Api::all(env.client());
     let fix = serde_json::json!({ "spec": { "minNodes": 0, "maxNodes": 1 } });
     pools
-        .patch(
-            POOL,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&fix),
-        )
+        .patch(POOL, &PatchParams::default(), &Patch::Merge(&fix))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     // Fixed with maxNodes 1: one node, four of the six 500m replicas on it, two left Pending and announced.

@@ -11,7 +11,8 @@
 //! the directory (logs, kubeconfig) for a post-mortem. Directories of test processes that were killed
 //! outright are removed by the next start.
 //!
-//! No kube-controller-manager runs, so unlike a full cluster: no service-account tokens (the
+//! No kube-controller-manager runs unless asked for with
+//! [`ControlPlaneBuilder::controller_manager`] (and then only the named controllers), so unlike a full cluster: no service-account tokens (the
 //! `ServiceAccount` admission plugin is off), no `node.kubernetes.io/not-ready` taint on new Nodes
 //! (`TaintNodesByCondition` is off, since nothing would lift it), no garbage collection of dependents, and
 //! deleted namespaces stay `Terminating`.
