@@ -9,6 +9,7 @@
 //! | [`node_lifecycle`] | `cloud-node-lifecycle-controller` | deletes Nodes whose instance is gone (never on an error, never for a stopped instance); shutdown taint on and off |
 //! | [`service`] | `service-lb-controller` | load balancers for Services of type LoadBalancer: finalizer first, status only on change, cleanup, upstream's target-node rules, node-set changes fanned out to every LB at once |
 //! | [`route`] | `node-route-controller` | one route per pod CIDR inside the cluster CIDR, stale and blackhole routes deleted, bounded concurrency, `NetworkUnavailable` condition |
+//! | [`node_pool`] | (cluster-autoscaler / Karpenter) | on-demand nodes: the `NodePool` CRD; launches node-group instances for unschedulable pods, labels and taints their Nodes, times out launch / registration / initialization, removes empty nodes |
 //! | [`manager`] | `cloud-controller-manager` | runs the controllers selected with `--controllers` syntax, only while holding the leader Lease |
 //!
 //! Every controller is built on the shared [`runtime`]: one Node cache (managed fields stripped) feeding all of
@@ -42,6 +43,7 @@ pub mod cloud_node;
 mod context;
 pub mod manager;
 pub mod node_lifecycle;
+pub mod node_pool;
 pub mod route;
 pub mod runtime;
 mod selection;

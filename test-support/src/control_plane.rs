@@ -29,6 +29,8 @@ pub enum Component {
     ApiServer,
     /// kube-scheduler.
     Scheduler,
+    /// kube-controller-manager (only the controllers asked for).
+    ControllerManager,
     /// kwok (fake kubelets).
     Kwok,
 }
@@ -40,6 +42,7 @@ impl Component {
             Component::Etcd => "etcd",
             Component::ApiServer => "kube-apiserver",
             Component::Scheduler => "kube-scheduler",
+            Component::ControllerManager => "kube-controller-manager",
             Component::Kwok => "kwok",
         }
     }
@@ -127,6 +130,7 @@ pub fn kwok_node(name: &str) -> Node {
 #[must_use]
 pub struct ControlPlaneBuilder {
     scheduler: bool,
+    controllers: Vec<String>,
     kwok: Option<KwokOptions>,
     timeout: Duration,
     apiserver_args: Vec<String>,
@@ -136,6 +140,7 @@ impl Default for ControlPlaneBuilder {
     fn default() -> Self {
         ControlPlaneBuilder {
             scheduler: false,
+            controllers: Vec::new(),
             kwok: None,
             timeout: Duration::from_secs(120),
             apiserver_args: Vec::new(),
@@ -147,6 +152,18 @@ impl ControlPlaneBuilder {
     /// Also run kube-scheduler (default: no).
     pub fn scheduler(mut self, enabled: bool) -> Self {
         self.scheduler = enabled;
+        self
+    }
+
+    /// Also run kube-controller-manager with only these controllers (its `--controllers` names, e.g.
+    /// `deployment-controller`, `replicaset-controller`); empty (the default) runs none. Everything else stays off
+    /// so it cannot overlap the controllers under test.
+    pub fn controller_manager<I, S>(mut self, controllers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.controllers = controllers.into_iter().map(Into::into).collect();
         self
     }
 
@@ -212,6 +229,7 @@ impl ControlPlaneBuilder {
             "etcd",
             "apiserver-certs",
             "scheduler-certs",
+            "controller-manager-certs",
             "kwok-home",
         ] {
             let path = root.join(sub);
@@ -345,23 +363,34 @@ current-context: test
                 ("--cert-dir", &d("scheduler-certs")),
             ]));
             running.spawn(Component::Scheduler, scheduler, &log(Component::Scheduler))?;
-            let mut health = kube::Config::new(
-                format!("https://127.0.0.1:{port}")
-                    .parse::<http::Uri>()
-                    .map_err(|e| Error::from(http::Error::from(e)))?,
-            );
-            health.accept_invalid_certs = true; // its serving certificate is self-signed
-            let health = kube::Client::try_from(health).map_err(Error::from)?;
             running
-                .wait_ready(Component::Scheduler, started, deadline, || {
-                    let health = health.clone();
-                    async move {
-                        match get_text(&health, "/healthz").await?.as_str() {
-                            "ok" => Ok(()),
-                            other => Err(format!("/healthz: {other}")),
-                        }
-                    }
-                })
+                .wait_healthz(Component::Scheduler, port, started, deadline)
+                .await?;
+        }
+
+        // kube-controller-manager
+        if !self.controllers.is_empty() {
+            let port = free_port()?;
+            let mut kcm = Command::new(tools.bin("kube-controller-manager"));
+            kcm.args(flags(&[
+                ("--kubeconfig", &kubeconfig_str),
+                ("--authentication-kubeconfig", &kubeconfig_str),
+                ("--authorization-kubeconfig", &kubeconfig_str),
+                ("--leader-elect", "false"),
+                ("--bind-address", "127.0.0.1"),
+                ("--secure-port", &port.to_string()),
+                ("--cert-dir", &d("controller-manager-certs")),
+                ("--controllers", &self.controllers.join(",")),
+                ("--service-account-private-key-file", &p("sa.key")),
+                ("--root-ca-file", &p("ca.crt")),
+            ]));
+            running.spawn(
+                Component::ControllerManager,
+                kcm,
+                &log(Component::ControllerManager),
+            )?;
+            running
+                .wait_healthz(Component::ControllerManager, port, started, deadline)
                 .await?;
         }
 
@@ -467,6 +496,33 @@ impl Running {
     }
 
     /// Polls `check` until it succeeds; fails early when any process exits, and at the deadline.
+    /// Waits until a component's own HTTPS `/healthz` on `port` answers `ok`.
+    async fn wait_healthz(
+        &mut self,
+        component: Component,
+        port: u16,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let mut health = kube::Config::new(
+            format!("https://127.0.0.1:{port}")
+                .parse::<http::Uri>()
+                .map_err(|e| Error::from(http::Error::from(e)))?,
+        );
+        health.accept_invalid_certs = true; // its serving certificate is self-signed
+        let health = kube::Client::try_from(health).map_err(Error::from)?;
+        self.wait_ready(component, started, deadline, || {
+            let health = health.clone();
+            async move {
+                match get_text(&health, "/healthz").await?.as_str() {
+                    "ok" => Ok(()),
+                    other => Err(format!("/healthz: {other}")),
+                }
+            }
+        })
+        .await
+    }
+
     async fn wait_ready<F, Fut>(
         &mut self,
         component: Component,

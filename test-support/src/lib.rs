@@ -11,7 +11,8 @@
 //! the directory (logs, kubeconfig) for a post-mortem. Directories of test processes that were killed
 //! outright are removed by the next start.
 //!
-//! No kube-controller-manager runs, so unlike a full cluster: no service-account tokens (the
+//! No kube-controller-manager runs unless asked for with
+//! [`ControlPlaneBuilder::controller_manager`] (and then only the named controllers), so unlike a full cluster: no service-account tokens (the
 //! `ServiceAccount` admission plugin is off), no `node.kubernetes.io/not-ready` taint on new Nodes
 //! (`TaintNodesByCondition` is off, since nothing would lift it), no garbage collection of dependents, and
 //! deleted namespaces stay `Terminating`.
@@ -37,6 +38,7 @@
 
 mod control_plane;
 mod error;
+mod joiner;
 mod moto;
 mod net;
 mod process;
@@ -47,6 +49,7 @@ pub use control_plane::{
     Component, ControlPlane, ControlPlaneBuilder, KwokNodes, KwokOptions, kwok_node,
 };
 pub use error::Error;
+pub use joiner::{JoinerOptions, NodeJoiner};
 pub use moto::Moto;
 pub use proxy::{FaultProxy, ProxyMode};
 pub use tools::Tools;

@@ -38,6 +38,11 @@ impl Env {
         let cp = ControlPlane::start()
             .await
             .unwrap_or_else(|e| panic!("control plane: {e}"));
+        Self::start_on(cp, cloud)
+    }
+
+    /// An environment around a control plane started by the caller (e.g. with kube-scheduler and kwok).
+    pub fn start_on(cp: ControlPlane, cloud: FakeCloud) -> Env {
         let client = cp.client();
         let metrics = RuntimeMetrics::default();
         let provider: Arc<dyn CloudProvider> = Arc::new(cloud.clone());

@@ -1,0 +1,311 @@
+//! The node-pool controller: on-demand cloud nodes. A [`NodePool`] names a provider node group
+//! ([`NodeGroups`](cloudprovider_api::NodeGroups)); when pods are unschedulable and would fit a node of the pool,
+//! instances are launched, their Nodes get the pool's labels and taints, the cloud-node controller initializes
+//! them, pods land on them; empty nodes are removed after a delay.
+//!
+//! Each reconcile of a pool, from one snapshot (the pool, its group's instances and template node, the shared
+//! Node cache, a Pod cache):
+//!
+//! 1. **Spec check**: what the schema cannot say (`minNodes <= maxNodes`, taint effects) → condition
+//!    `Valid=False` naming the field, Warning Event `InvalidNodePool`, no action until the pool changes.
+//! 2. **Cleanup**: an instance the cloud failed to create (`LaunchFailed`), still `Creating` after
+//!    `launchTimeoutSeconds` (`LaunchTimeout`), without a Node after `registrationTimeoutSeconds`
+//!    (`RegistrationTimeout`; this also collects instances of the group that never registered, whoever launched
+//!    them), or registered but not initialized and Ready after `initializationTimeoutSeconds`
+//!    (`InitializationTimeout`) is deleted, with its Node. Warning Events with those reasons.
+//! 3. **Registration**: a Node whose `spec.providerID` is one of the group's instances gets the pool's labels
+//!    (and [`POOL_LABEL`]) and taints, and loses [`UNREGISTERED_TAINT`], in one write (`Registered` Event); it
+//!    counts as ready once initialized (`Initialized` Event, `node_pool_launch_to_ready_seconds`) and is then
+//!    labelled [`INITIALIZED_LABEL`], so the initialization timeout never applies to it again.
+//! 4. **Scale up**: unschedulable pods (`PodScheduled=False`, reason `Unschedulable`) that would fit the pool's
+//!    template node (nodeSelector, required node affinity, tolerations, resource requests) are bin-packed
+//!    (first-fit decreasing) onto the free room of the pool's nodes — launching ones included, which is what
+//!    keeps it from provisioning twice for the same pods — and only the rest onto new nodes, at most up to
+//!    `maxNodes`. Pods are batched: the launch waits until the set of such pods has not changed for
+//!    [`batch_idle`](NodePoolConfig::batch_idle), or [`batch_max`](NodePoolConfig::batch_max) after the first.
+//!    `TriggeredScaleUp` / `FailedScaleUp` / `NotTriggerScaleUp` (cluster-autoscaler's reasons). A pod that
+//!    would fit several pools counts for the first by name.
+//! 5. **Scale down**: a ready node with no pods but DaemonSet and mirror pods, for `emptyNodeDelaySeconds`, and
+//!    not needed by a pending pod, is cordoned, checked again (a pod bound meanwhile uncordons it), deleted, and
+//!    its instance terminated — never below `minNodes`. `ScaleDown` Events on the pool and the Node.
+//! 6. **Status**: desired / launching / ready counts, one entry per instance, conditions, the last decisions —
+//!    written only when changed.
+//!
+//! Every decision is counted in [`NodePoolMetrics`]. Time-based steps requeue the pool for their next deadline.
+//!
+//! The pool assumes it owns its node group: instances another actor adds to the group are adopted (and removed if
+//! they never register).
+//!
+//! ```no_run
+//! use controller_core::node_pool::{self, NodePoolConfig};
+//! use controller_core::runtime::{NodeCache, Shutdown};
+//! use controller_core::{ControllerContext, NodeSource};
+//! # async fn demo(ctx: ControllerContext) {
+//! let cache = NodeCache::new(ctx.client.clone());
+//! let nodes = NodeSource { store: cache.store(), changes: cache.changes(), generation: cache.generation() };
+//! tokio::spawn(cache.run());
+//! let (_trigger, shutdown) = Shutdown::new();
+//! node_pool::run(ctx, nodes, NodePoolConfig::default(), shutdown).await;
+//! # }
+//! ```
+
+mod crd;
+mod lifecycle;
+mod metrics;
+mod reconcile;
+mod resources;
+mod scale_up;
+mod status;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use parking_lot::Mutex;
+use tracing::debug;
+
+pub use crd::{
+    GROUP, INITIALIZED_LABEL, NodePool, NodePoolSpec, NodePoolStatus, POOL_LABEL, PoolNodeStatus,
+    ScalingDecision, SpecError, UNREGISTERED_TAINT,
+};
+pub use metrics::{DecisionLabels, NodePoolMetrics, NodeStateLabels, PoolLabel};
+
+use crate::runtime::{self, EventPublisher, ReconcileError, Reconciler, RunOptions, Shutdown};
+use crate::{ControllerContext, NodeSource};
+
+/// The controller's name (in logs, metrics and as the field manager).
+pub const CONTROLLER_NAME: &str = "node-pool-controller";
+
+/// Event reasons, on the NodePool unless noted.
+pub mod reasons {
+    /// Normal: nodes launched for pending pods (cluster-autoscaler's reason).
+    pub const TRIGGERED_SCALE_UP: &str = "TriggeredScaleUp";
+    /// Warning: the launch request failed (cluster-autoscaler's reason).
+    pub const FAILED_SCALE_UP: &str = "FailedScaleUp";
+    /// Normal: pending pods fit the pool but it is at `maxNodes` (cluster-autoscaler's reason).
+    pub const NOT_TRIGGER_SCALE_UP: &str = "NotTriggerScaleUp";
+    /// Normal, on the pool and the Node: an empty node was removed (cluster-autoscaler's reason).
+    pub const SCALE_DOWN: &str = "ScaleDown";
+    /// Normal: a launched instance's Node registered and got the pool's labels and taints (Karpenter's).
+    pub const REGISTERED: &str = "Registered";
+    /// Normal: a Node of the pool is initialized and Ready (Karpenter's).
+    pub const INITIALIZED: &str = "Initialized";
+    /// Warning: the cloud failed to create an instance; it was deleted.
+    pub const LAUNCH_FAILED: &str = "LaunchFailed";
+    /// Warning: an instance stayed `Creating` too long; it was deleted.
+    pub const LAUNCH_TIMEOUT: &str = "LaunchTimeout";
+    /// Warning: no Node registered for an instance in time; it was deleted.
+    pub const REGISTRATION_TIMEOUT: &str = "RegistrationTimeout";
+    /// Warning: a Node was not initialized and Ready in time; it and its instance were deleted.
+    pub const INITIALIZATION_TIMEOUT: &str = "InitializationTimeout";
+    /// Warning: the spec cannot be used; the message names the field.
+    pub const INVALID_NODE_POOL: &str = "InvalidNodePool";
+    /// Warning: a reconcile failed (cloud or API error); retried with backoff.
+    pub const SYNC_FAILED: &str = "NodePoolSyncFailed";
+}
+
+/// Settings of the node-pool controller.
+#[derive(Clone, Debug)]
+pub struct NodePoolConfig {
+    /// How many pools are reconciled at once.
+    pub workers: u16,
+    /// Launch once the set of pending pods has been unchanged this long (Karpenter: 1 s).
+    pub batch_idle: Duration,
+    /// ... or this long after the first of them was seen (Karpenter: 10 s).
+    pub batch_max: Duration,
+    /// How often a pool with instances in flight is looked at again (cloud states change without a watch event).
+    pub poll_interval: Duration,
+    /// How often an idle pool is looked at again.
+    pub resync_interval: Duration,
+    /// Pod and Node changes are gathered this long before pools are reconciled.
+    pub debounce: Duration,
+    /// The controller's metrics.
+    pub metrics: NodePoolMetrics,
+}
+
+impl Default for NodePoolConfig {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            batch_idle: Duration::from_secs(1),
+            batch_max: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            resync_interval: Duration::from_secs(30),
+            debounce: Duration::from_millis(200),
+            metrics: NodePoolMetrics::default(),
+        }
+    }
+}
+
+/// Runs the node-pool controller until `shutdown` fires. The [`NodePool`] CRD must be installed (see
+/// `NodePool::crd()`).
+pub async fn run(
+    ctx: ControllerContext,
+    nodes: NodeSource,
+    config: NodePoolConfig,
+    shutdown: Shutdown,
+) {
+    let pools: Api<NodePool> = Api::all(ctx.client.clone());
+    let (pod_store, pod_writer) = reflector::store();
+    let pod_events = watcher(
+        Api::<Pod>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|pod| pod.managed_fields_mut().clear())
+    .reflect(pod_writer)
+    .filter_map(|e| async move { e.ok().map(|_| ()) });
+    let node_events = nodes.changes.map(|_| ());
+    let node_deletions = generation_changes(nodes.generation);
+    let triggers = futures::stream::select(
+        futures::stream::select(pod_events, node_events),
+        node_deletions,
+    );
+    let controller = Controller::new(pools, watcher::Config::default())
+        .reconcile_all_on(debounced(triggers, config.debounce))
+        .graceful_shutdown_on(shutdown.wait());
+    let reconciler = PoolReconciler {
+        client: ctx.client.clone(),
+        provider: Arc::clone(&ctx.provider),
+        events: ctx.events.clone(),
+        metrics: config.metrics.clone(),
+        nodes: nodes.store,
+        pods: pod_store,
+        pools: controller.store(),
+        config: config.clone(),
+        memory: Mutex::new(BTreeMap::new()),
+    };
+    let options = RunOptions {
+        workers: config.workers,
+        events: ctx.events.clone(),
+        metrics: ctx.metrics.clone(),
+    };
+    runtime::run(controller, reconciler, options).await;
+    debug!(controller = CONTROLLER_NAME, "stopped");
+}
+
+/// One item per change of the Node cache's generation (deletions included).
+fn generation_changes(
+    generation: tokio::sync::watch::Receiver<u64>,
+) -> impl Stream<Item = ()> + Send {
+    futures::stream::unfold(generation, |mut rx| async move {
+        rx.changed().await.ok()?;
+        Some(((), rx))
+    })
+}
+
+/// Gathers items for `window` after the first, then yields one `()`: a burst of pod events is one reconcile of
+/// each pool, not one per pod. The input keeps being polled meanwhile (it drives a reflector).
+fn debounced<S>(input: S, window: Duration) -> impl Stream<Item = ()> + Send
+where
+    S: Stream<Item = ()> + Send + 'static,
+{
+    futures::stream::unfold(Box::pin(input), move |mut input| async move {
+        input.next().await?;
+        let timer = tokio::time::sleep(window);
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                () = &mut timer => break,
+                next = input.next() => if next.is_none() { break },
+            }
+        }
+        Some(((), input))
+    })
+}
+
+/// What the controller remembers about a pool between reconciles (lost on restart, which only restarts delays).
+#[derive(Debug, Default)]
+struct PoolMemory {
+    /// Launch time per provider ID (also persisted in `status.nodes[].launchedAt`).
+    launched_at: BTreeMap<String, k8s_openapi::jiff::Timestamp>,
+    /// The last phase reported per provider ID, so each transition is announced once.
+    phases: BTreeMap<String, lifecycle::Phase>,
+    /// Since when each node (by name and UID) has been empty.
+    empty_since: BTreeMap<(String, String), tokio::time::Instant>,
+    /// The pending pods waiting for new nodes.
+    batch: Option<Batch>,
+    /// How many pending pods were left out at `maxNodes` when last announced.
+    left_out_at_max: Option<usize>,
+    /// The pool's node shape, for the tie-break between pools.
+    shape: Option<scale_up::NodeShape>,
+}
+
+#[derive(Debug)]
+struct Batch {
+    pods: std::collections::BTreeSet<String>,
+    first_seen: tokio::time::Instant,
+    last_change: tokio::time::Instant,
+}
+
+struct PoolReconciler {
+    client: kube::Client,
+    provider: Arc<dyn cloudprovider_api::CloudProvider>,
+    events: EventPublisher,
+    metrics: NodePoolMetrics,
+    nodes: Store<Node>,
+    pods: Store<Pod>,
+    pools: Store<NodePool>,
+    config: NodePoolConfig,
+    memory: Mutex<BTreeMap<String, PoolMemory>>,
+}
+
+impl Reconciler<NodePool> for PoolReconciler {
+    fn name(&self) -> &'static str {
+        CONTROLLER_NAME
+    }
+
+    async fn reconcile(&self, pool: Arc<NodePool>) -> Result<Action, ReconcileError> {
+        if pool.meta().deletion_timestamp.is_some() {
+            self.memory.lock().remove(&pool.name_any());
+            return Ok(Action::await_change());
+        }
+        self.sync(&pool).await
+    }
+
+    fn failure_reason(&self, err: &ReconcileError) -> Option<&'static str> {
+        match err {
+            ReconcileError::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } if status.is_conflict() || status.is_not_found() => None,
+            ReconcileError::Invalid { .. } => Some(reasons::INVALID_NODE_POOL),
+            _ => Some(reasons::SYNC_FAILED),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_is_one_trigger() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let input =
+            futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|()| ((), rx)) },
+            );
+        let triggers = debounced(input, Duration::from_millis(200));
+        futures::pin_mut!(triggers);
+        for _ in 0..5 {
+            tx.send(()).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(triggers.next().await, Some(()));
+        // Nothing more was sent: the burst gave one trigger.
+        let more = tokio::time::timeout(Duration::from_secs(1), triggers.next()).await;
+        assert!(more.is_err(), "{more:?}");
+        tx.send(()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(triggers.next().await, Some(()));
+        drop(tx);
+        assert_eq!(triggers.next().await, None);
+    }
+}

@@ -1,0 +1,706 @@
+//! One reconcile of a pool: cleanup, registration, scale up, scale down, status (see the module docs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudprovider_api::{
+    CloudError, CloudInstance, CloudInstanceState, NodeGroups, node_provider_id,
+};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use super::crd::{NodePool, PoolNodeStatus, ScalingDecision};
+use super::lifecycle::{
+    Failure, Member, Phase, accepts_pods, blocks_removal, bound_node, elapsed, registration_patch,
+};
+use super::resources::{Resources, node_allocatable, pod_requests};
+use super::scale_up::{NodeShape, fits_shape, is_unschedulable, plan};
+use super::status::{self, Observed};
+use super::{Batch, CONTROLLER_NAME, PoolReconciler, reasons};
+use crate::runtime::ReconcileError;
+
+/// The earliest time the pool needs another look.
+struct NextLook(Duration);
+
+impl NextLook {
+    fn at_most(&mut self, d: Duration) {
+        self.0 = self.0.min(d.max(Duration::from_millis(100)));
+    }
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(CONTROLLER_NAME.to_owned()),
+        ..PatchParams::default()
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.is_conflict())
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.is_not_found())
+}
+
+/// A provider error about the pool's group; an unknown group is the user's to fix.
+fn group_error(op: &'static str, group: &str, e: CloudError) -> ReconcileError {
+    if e.is_not_found() {
+        ReconcileError::invalid(
+            "spec.nodeGroup",
+            format!("the provider has no node group {group:?}"),
+        )
+    } else {
+        ReconcileError::cloud(op, e)
+    }
+}
+
+impl PoolReconciler {
+    pub(super) async fn sync(&self, pool: &NodePool) -> Result<Action, ReconcileError> {
+        let name = pool.name_any();
+        let spec = &pool.spec;
+        if let Err(e) = spec.validate() {
+            self.metrics.decision(&name, "invalid_spec", 0);
+            self.write_status(pool, status::invalid(pool, &e, status::now()))
+                .await?;
+            return Err(ReconcileError::invalid(e.field, e.message));
+        }
+        let Some(groups) = self.provider.node_groups() else {
+            return Err(ReconcileError::cloud(
+                "NodeGroups",
+                CloudError::NotImplemented("node groups"),
+            ));
+        };
+        if !self.caches_ready().await {
+            return Ok(Action::requeue(self.config.poll_interval));
+        }
+        let group = spec.node_group.as_str();
+        let instances = groups
+            .instances(group)
+            .await
+            .map_err(|e| group_error("NodeGroupInstances", group, e))?;
+        let template = groups
+            .template_node(group)
+            .await
+            .map_err(|e| group_error("TemplateNode", group, e))?;
+        let shape = NodeShape::for_pool(&template, spec, &name);
+        self.with_memory(&name, |m| m.shape = Some(shape.clone()));
+        let now = status::now();
+        let mut next = NextLook(self.config.resync_interval);
+        let mut status_nodes = Vec::new();
+        let mut scale_down = None;
+
+        // Cleanup of failed and timed-out instances.
+        let mut live = Vec::new();
+        for member in self.members(pool, &instances, now) {
+            match member.check(spec, now) {
+                Err(failure) => {
+                    if self.remove_failed(pool, groups, &member, &failure).await {
+                        scale_down = Some(decision(
+                            1,
+                            format!("{}: {}", failure.reason(), member.provider_id),
+                            now,
+                        ));
+                    }
+                }
+                Ok(deadline) => {
+                    if let Some(d) = deadline {
+                        next.at_most(d);
+                    }
+                    if member.state == CloudInstanceState::Deleting {
+                        status_nodes.push(entry(&member, Phase::Deleting));
+                    } else {
+                        live.push(member);
+                    }
+                }
+            }
+        }
+
+        // Registration: labels and taints from the pool; phase transitions announced once.
+        for member in &live {
+            if let Some(node) = &member.node {
+                self.register(pool, member, node).await?;
+            }
+            self.announce(pool, member, now).await;
+            if matches!(member.phase(), Phase::Launching | Phase::Registered) {
+                next.at_most(self.config.poll_interval);
+            }
+        }
+
+        // Scale up.
+        let pods = self.pods.state();
+        let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+        for pod in &pods {
+            if let Some(node) = bound_node(pod) {
+                by_node.entry(node).or_default().push(pod);
+            }
+        }
+        let pending: Vec<&Arc<Pod>> = pods
+            .iter()
+            .filter(|p| is_unschedulable(p) && fits_shape(p, &shape).is_ok())
+            .filter(|p| self.counts_for(&name, p))
+            .collect();
+        let requests: Vec<Resources> = pending.iter().map(|p| pod_requests(p)).collect();
+        let room: Vec<Resources> = live
+            .iter()
+            .map(|m| free_room(m, &shape, &by_node))
+            .collect();
+        let live_count = u32::try_from(live.len()).unwrap_or(u32::MAX);
+        let max_new = spec.max_nodes.saturating_sub(live_count);
+        let placement = plan(&requests, &room, &shape.allocatable, max_new);
+        let pending_ids: BTreeSet<String> = pending.iter().map(|p| pod_key(p)).collect();
+        let mut launch = 0;
+        if placement.new_nodes > 0 {
+            match self.batch_wait(&name, pending_ids) {
+                Some(wait) => next.at_most(wait),
+                None => launch = placement.new_nodes,
+            }
+        } else {
+            self.with_memory(&name, |m| m.batch = None);
+        }
+        let below_min = spec.min_nodes.saturating_sub(live_count);
+        // Announced when the number of pods left out changes, not on every reconcile.
+        let left_out = (placement.unplaced > 0 && placement.new_nodes == max_new)
+            .then_some(placement.unplaced);
+        let changed = self.with_memory(&name, |m| {
+            std::mem::replace(&mut m.left_out_at_max, left_out) != left_out
+        });
+        if left_out.is_some() && changed {
+            self.metrics.decision(&name, "max_nodes_reached", 0);
+            self.events
+                .normal(
+                    &pool.object_ref(&()),
+                    reasons::NOT_TRIGGER_SCALE_UP,
+                    format!(
+                        "{} pending pod(s) would fit but the pool is at spec.maxNodes {}",
+                        placement.unplaced, spec.max_nodes
+                    ),
+                )
+                .await;
+        }
+        let mut scale_up = None;
+        let launch = launch.max(below_min);
+        if launch > 0 {
+            let why = if placement.new_nodes >= launch {
+                format!(
+                    "{} pending pod(s): {} on nodes already there or launching, {} on new ones",
+                    pending.len(),
+                    placement.on_existing,
+                    placement.on_new
+                )
+            } else {
+                format!("below spec.minNodes {}", spec.min_nodes)
+            };
+            let launched = self
+                .scale_up(pool, groups, &instances, launch, &why, now)
+                .await?;
+            for provider_id in launched {
+                status_nodes.push(PoolNodeStatus {
+                    provider_id,
+                    node_name: None,
+                    phase: Phase::Launching.as_str().to_owned(),
+                    launched_at: Time(now),
+                });
+            }
+            scale_up = Some(decision(launch, why, now));
+            next.at_most(self.config.poll_interval);
+        }
+
+        // Scale down: empty, ready, not needed by a pending pod, above the minimum.
+        let mut remaining = live_count + launch;
+        let delay = spec.empty_node_delay();
+        let mut removed = BTreeSet::new();
+        for (i, member) in live.iter().enumerate() {
+            let Some(node) = member
+                .node
+                .as_ref()
+                .filter(|_| member.phase() == Phase::Ready)
+            else {
+                continue;
+            };
+            let key = (node.name_any(), node.uid().unwrap_or_default());
+            let busy = by_node
+                .get(node.name_any().as_str())
+                .is_some_and(|pods| pods.iter().any(|p| blocks_removal(p)));
+            if busy || placement.existing_used.get(i).copied().unwrap_or(false) {
+                self.with_memory(&name, |m| m.empty_since.remove(&key));
+                continue;
+            }
+            let since = self.with_memory(&name, |m| {
+                *m.empty_since
+                    .entry(key.clone())
+                    .or_insert_with(tokio::time::Instant::now)
+            });
+            let waited = since.elapsed();
+            if waited < delay {
+                next.at_most(delay - waited);
+                continue;
+            }
+            if remaining <= spec.min_nodes {
+                continue;
+            }
+            if self
+                .remove_empty(pool, groups, member, node, waited)
+                .await?
+            {
+                remaining -= 1;
+                removed.insert(member.provider_id.clone());
+                self.with_memory(&name, |m| m.empty_since.remove(&key));
+                scale_down = Some(decision(
+                    1,
+                    format!("empty node {} removed", node.name_any()),
+                    now,
+                ));
+            }
+        }
+
+        for member in &live {
+            let phase = if removed.contains(&member.provider_id) {
+                Phase::Deleting
+            } else {
+                member.phase()
+            };
+            status_nodes.push(entry(member, phase));
+        }
+        let observed = Observed {
+            nodes: status_nodes,
+            scale_up,
+            scale_down,
+        };
+        let new_status = status::observed(pool, observed, now);
+        self.metrics.set_nodes(
+            &name,
+            new_status.desired_nodes,
+            new_status.launching_nodes,
+            new_status.ready_nodes,
+        );
+        self.write_status(pool, new_status).await?;
+        Ok(Action::requeue(next.0))
+    }
+
+    async fn caches_ready(&self) -> bool {
+        let ready = async {
+            self.pods.wait_until_ready().await.is_ok()
+                && self.nodes.wait_until_ready().await.is_ok()
+        };
+        tokio::time::timeout(Duration::from_secs(5), ready)
+            .await
+            .unwrap_or(false)
+    }
+
+    fn with_memory<T>(&self, pool: &str, f: impl FnOnce(&mut super::PoolMemory) -> T) -> T {
+        let mut memory = self.memory.lock();
+        f(memory.entry(pool.to_owned()).or_default())
+    }
+
+    /// The group's instances with their Nodes (matched by providerID) and launch times; also remembers the shape.
+    fn members(&self, pool: &NodePool, instances: &[CloudInstance], now: Timestamp) -> Vec<Member> {
+        let name = pool.name_any();
+        let nodes: BTreeMap<String, Arc<Node>> = self
+            .nodes
+            .state()
+            .into_iter()
+            .filter_map(|n| Some((node_provider_id(&n)?.to_owned(), n)))
+            .collect();
+        let persisted: BTreeMap<&str, Timestamp> = pool
+            .status
+            .iter()
+            .flat_map(|s| s.nodes.iter())
+            .map(|n| (n.provider_id.as_str(), n.launched_at.0))
+            .collect();
+        self.with_memory(&name, |memory| {
+            memory
+                .launched_at
+                .retain(|pid, _| instances.iter().any(|i| &i.provider_id == pid));
+            memory
+                .phases
+                .retain(|pid, _| instances.iter().any(|i| &i.provider_id == pid));
+            instances
+                .iter()
+                .map(|i| {
+                    let launched_at = *memory
+                        .launched_at
+                        .entry(i.provider_id.clone())
+                        .or_insert_with(|| {
+                            persisted
+                                .get(i.provider_id.as_str())
+                                .copied()
+                                .unwrap_or(now)
+                        });
+                    Member {
+                        provider_id: i.provider_id.clone(),
+                        state: i.state,
+                        error: i.error.clone(),
+                        node: nodes.get(&i.provider_id).cloned(),
+                        launched_at,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Whether a pending pod that fits this pool counts for it: not if a pool earlier by name fits it too.
+    fn counts_for(&self, pool: &str, pod: &Pod) -> bool {
+        let memory = self.memory.lock();
+        !memory.iter().any(|(other, m)| {
+            other.as_str() < pool
+                && self.pools.get(&ObjectRef::new(other)).is_some()
+                && m.shape.as_ref().is_some_and(|s| fits_shape(pod, s).is_ok())
+        })
+    }
+
+    /// `None` when the batch of pending pods is ready to launch for, else how long to wait.
+    fn batch_wait(&self, pool: &str, pods: BTreeSet<String>) -> Option<Duration> {
+        let (idle, max) = (self.config.batch_idle, self.config.batch_max);
+        self.with_memory(pool, |m| {
+            let now = tokio::time::Instant::now();
+            let batch = m.batch.get_or_insert_with(|| Batch {
+                pods: BTreeSet::new(),
+                first_seen: now,
+                last_change: now,
+            });
+            if batch.pods != pods {
+                batch.pods = pods;
+                batch.last_change = now;
+            }
+            let idle_left = idle.saturating_sub(batch.last_change.elapsed());
+            let max_left = max.saturating_sub(batch.first_seen.elapsed());
+            if idle_left.is_zero() || max_left.is_zero() {
+                m.batch = None;
+                None
+            } else {
+                Some(idle_left.min(max_left))
+            }
+        })
+    }
+
+    async fn write_status(
+        &self,
+        pool: &NodePool,
+        status: super::NodePoolStatus,
+    ) -> Result<(), ReconcileError> {
+        if pool.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let api: Api<NodePool> = Api::all(self.client.clone());
+        api.patch_status(
+            &pool.name_any(),
+            &patch_params(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(|e| ReconcileError::kube("patch NodePool status", e))?;
+        Ok(())
+    }
+
+    /// Gives a registered Node the pool's labels and taints. A conflict is left to the next reconcile (the Node's
+    /// change triggers one).
+    async fn register(
+        &self,
+        pool: &NodePool,
+        member: &Member,
+        node: &Node,
+    ) -> Result<(), ReconcileError> {
+        let Some(patch) = registration_patch(node, &pool.name_any(), &pool.spec) else {
+            return Ok(());
+        };
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        match nodes
+            .patch(&node.name_any(), &patch_params(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                info!(node = node.name_any(), provider_id = %member.provider_id, "node registered");
+                self.events
+                    .normal(
+                        &pool.object_ref(&()),
+                        reasons::REGISTERED,
+                        format!(
+                            "Node {} registered for instance {}; pool labels and taints applied",
+                            node.name_any(),
+                            member.provider_id
+                        ),
+                    )
+                    .await;
+                Ok(())
+            }
+            Err(e) if is_conflict(&e) || is_not_found(&e) => {
+                debug!(node = node.name_any(), error = %e, "registration patch raced; retrying on the next change");
+                Ok(())
+            }
+            Err(e) => Err(ReconcileError::kube("patch Node", e)),
+        }
+    }
+
+    /// Announces a member becoming initialized and Ready (once), with its launch-to-ready time.
+    async fn announce(&self, pool: &NodePool, member: &Member, now: Timestamp) {
+        let name = pool.name_any();
+        let phase = member.phase();
+        let previous = self.with_memory(&name, |m| {
+            m.phases.insert(member.provider_id.clone(), phase)
+        });
+        // A node already Ready when first seen (controller restart) is not news.
+        if phase == Phase::Ready && matches!(previous, Some(Phase::Launching | Phase::Registered)) {
+            let seconds = elapsed(member.launched_at, now).as_secs_f64();
+            self.metrics
+                .launch_to_ready
+                .get_or_create(&super::PoolLabel { pool: name })
+                .observe(seconds);
+            let node = member
+                .node
+                .as_ref()
+                .map(|n| n.name_any())
+                .unwrap_or_default();
+            self.events
+                .normal(
+                    &pool.object_ref(&()),
+                    reasons::INITIALIZED,
+                    format!("Node {node} is initialized and Ready, {seconds:.0}s after launch"),
+                )
+                .await;
+        }
+    }
+
+    /// Launches `count` instances; returns the new provider IDs it could see.
+    async fn scale_up(
+        &self,
+        pool: &NodePool,
+        groups: &dyn NodeGroups,
+        before: &[CloudInstance],
+        count: u32,
+        why: &str,
+        now: Timestamp,
+    ) -> Result<Vec<String>, ReconcileError> {
+        let name = pool.name_any();
+        let group = pool.spec.node_group.as_str();
+        if let Err(e) = groups.increase_size(group, count).await {
+            self.metrics.decision(&name, "scale_up_failed", count);
+            self.events
+                .warning(
+                    &pool.object_ref(&()),
+                    reasons::FAILED_SCALE_UP,
+                    format!("launching {count} node(s) of node group {group} failed: {e}"),
+                )
+                .await;
+            return Err(ReconcileError::cloud("IncreaseSize", e));
+        }
+        self.metrics.decision(&name, "scale_up", count);
+        info!(count, group, why, "launched nodes");
+        self.events
+            .normal(
+                &pool.object_ref(&()),
+                reasons::TRIGGERED_SCALE_UP,
+                format!("launching {count} node(s) of node group {group}: {why}"),
+            )
+            .await;
+        // The new instances' launch time is now; one not listed yet is timed from when it is first seen.
+        let after = groups.instances(group).await.unwrap_or_default();
+        let launched: Vec<String> = after
+            .into_iter()
+            .map(|i| i.provider_id)
+            .filter(|pid| !before.iter().any(|b| &b.provider_id == pid))
+            .collect();
+        self.with_memory(&name, |m| {
+            for pid in &launched {
+                m.launched_at.insert(pid.clone(), now);
+                m.phases.insert(pid.clone(), Phase::Launching);
+            }
+        });
+        Ok(launched)
+    }
+
+    /// Deletes a failed or timed-out instance and its Node. Returns whether the instance is gone.
+    async fn remove_failed(
+        &self,
+        pool: &NodePool,
+        groups: &dyn NodeGroups,
+        member: &Member,
+        failure: &Failure,
+    ) -> bool {
+        let name = pool.name_any();
+        let spec = &pool.spec;
+        if let Some(node) = &member.node
+            && let Err(e) = self.delete_node(node).await
+        {
+            warn!(node = node.name_any(), error = %e, "could not delete the Node of a failed instance");
+            return false;
+        }
+        if let Err(e) = groups
+            .delete_instances(&spec.node_group, std::slice::from_ref(&member.provider_id))
+            .await
+            && !e.is_not_found()
+        {
+            warn!(provider_id = %member.provider_id, error = %e, "could not delete a failed instance");
+            self.events
+                .warning(
+                    &pool.object_ref(&()),
+                    failure.reason(),
+                    format!("could not delete instance {}: {e}", member.provider_id),
+                )
+                .await;
+            return false;
+        }
+        let note = match failure {
+            Failure::LaunchFailed(why) => {
+                format!(
+                    "instance {} failed to launch ({why}); deleted it",
+                    member.provider_id
+                )
+            }
+            Failure::LaunchTimeout => format!(
+                "instance {} still creating after spec.launchTimeoutSeconds {}; deleted it",
+                member.provider_id, spec.launch_timeout_seconds
+            ),
+            Failure::RegistrationTimeout => format!(
+                "no Node registered for instance {} within spec.registrationTimeoutSeconds {}; deleted it",
+                member.provider_id, spec.registration_timeout_seconds
+            ),
+            Failure::InitializationTimeout => format!(
+                "Node {} (instance {}) not initialized and Ready within spec.initializationTimeoutSeconds {}; \
+                 deleted it and its instance",
+                member
+                    .node
+                    .as_ref()
+                    .map(|n| n.name_any())
+                    .unwrap_or_default(),
+                member.provider_id,
+                spec.initialization_timeout_seconds
+            ),
+        };
+        warn!(provider_id = %member.provider_id, reason = failure.reason(), "removed instance");
+        self.metrics.decision(&name, failure.label(), 1);
+        self.events
+            .warning(&pool.object_ref(&()), failure.reason(), note)
+            .await;
+        self.with_memory(&name, |m| m.launched_at.remove(&member.provider_id));
+        true
+    }
+
+    /// Cordons an empty node, checks it is still empty, deletes it and terminates its instance.
+    async fn remove_empty(
+        &self,
+        pool: &NodePool,
+        groups: &dyn NodeGroups,
+        member: &Member,
+        node: &Node,
+        waited: Duration,
+    ) -> Result<bool, ReconcileError> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let node_name = node.name_any();
+        let cordon = |on: bool| json!({ "spec": { "unschedulable": on } });
+        nodes
+            .patch(&node_name, &patch_params(), &Patch::Merge(cordon(true)))
+            .await
+            .map_err(|e| ReconcileError::kube("cordon Node", e))?;
+        // A pod bound between our snapshot and the cordon keeps the node.
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let bound = pods
+            .list(&ListParams::default().fields(&format!("spec.nodeName={node_name}")))
+            .await
+            .map_err(|e| ReconcileError::kube("list Pods", e))?;
+        if bound.items.iter().any(blocks_removal) {
+            nodes
+                .patch(&node_name, &patch_params(), &Patch::Merge(cordon(false)))
+                .await
+                .map_err(|e| ReconcileError::kube("uncordon Node", e))?;
+            return Ok(false);
+        }
+        self.delete_node(node)
+            .await
+            .map_err(|e| ReconcileError::kube("delete Node", e))?;
+        // Should this fail, the instance has no Node any more and the registration timeout collects it.
+        match groups
+            .delete_instances(
+                &pool.spec.node_group,
+                std::slice::from_ref(&member.provider_id),
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(ReconcileError::cloud("DeleteInstances", e)),
+        }
+        let note = format!(
+            "removed empty node {node_name} (instance {}) after {}s",
+            member.provider_id,
+            waited.as_secs()
+        );
+        info!(node = node_name, provider_id = %member.provider_id, "removed empty node");
+        self.metrics.decision(&pool.name_any(), "scale_down", 1);
+        self.events
+            .normal(&pool.object_ref(&()), reasons::SCALE_DOWN, note.clone())
+            .await;
+        self.events
+            .normal(&node.object_ref(&()), reasons::SCALE_DOWN, note)
+            .await;
+        Ok(true)
+    }
+
+    async fn delete_node(&self, node: &Node) -> Result<(), kube::Error> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: node.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match nodes.delete(&node.name_any(), &params).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What is left on a member for pending pods: its Node's allocatable (the template's until it registers) minus the
+/// requests of pods bound to it.
+fn free_room(member: &Member, shape: &NodeShape, by_node: &BTreeMap<&str, Vec<&Pod>>) -> Resources {
+    let Some(node) = &member.node else {
+        return shape.allocatable.clone();
+    };
+    if !accepts_pods(node, &shape.taints) {
+        return Resources::default();
+    }
+    let mut room = node_allocatable(node);
+    if room == Resources::default() {
+        room = shape.allocatable.clone();
+    }
+    let name = node.name_any();
+    for pod in by_node.get(name.as_str()).into_iter().flatten() {
+        if blocks_removal(pod) {
+            room.sub(&pod_requests(pod));
+        }
+    }
+    room
+}
+
+fn pod_key(pod: &Pod) -> String {
+    pod.uid()
+        .unwrap_or_else(|| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()))
+}
+
+fn entry(member: &Member, phase: Phase) -> PoolNodeStatus {
+    PoolNodeStatus {
+        provider_id: member.provider_id.clone(),
+        node_name: member.node.as_ref().map(|n| n.name_any()),
+        phase: phase.as_str().to_owned(),
+        launched_at: Time(member.launched_at),
+    }
+}
+
+fn decision(nodes: u32, message: String, now: Timestamp) -> ScalingDecision {
+    ScalingDecision {
+        time: Time(now),
+        nodes,
+        message,
+    }
+}
