@@ -95,7 +95,7 @@ pub(crate) fn node_key(node: &Node) -> CloudResult<NodeKey> {
     }
 }
 
-fn is_terminated(instance: &Instance) -> bool {
+pub(crate) fn is_terminated(instance: &Instance) -> bool {
     matches!(
         instance.state().and_then(|s| s.name()),
         Some(InstanceStateName::Terminated)

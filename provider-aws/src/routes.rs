@@ -8,7 +8,7 @@ use tracing::instrument;
 
 use crate::AwsCloud;
 use crate::error::{AwsError, AwsResult, api_error};
-use crate::instances::NodeKey;
+use crate::instances::{NodeKey, is_terminated};
 
 impl AwsCloud {
     /// The route table: configured `routeTableId`, else the one table tagged with the cluster tag.
@@ -83,12 +83,7 @@ impl AwsCloud {
             .map_err(|e| self.cloud_error(e))?;
         let instance = found
             .remove(&key)
-            .filter(|i| {
-                !matches!(
-                    i.state().and_then(|s| s.name()),
-                    Some(aws_sdk_ec2::types::InstanceStateName::Terminated)
-                )
-            })
+            .filter(|i| !is_terminated(i))
             .ok_or_else(|| CloudError::not_found("instance", node))?;
         let id = instance.instance_id().ok_or_else(|| {
             CloudError::transient("DescribeInstances returned an instance without ID")
@@ -123,21 +118,24 @@ impl Routes for AwsCloud {
             .map(|(_, id, _)| NodeKey::Id(id.clone()))
             .collect();
         let found = self.lookup(&keys).await.map_err(|e| self.cloud_error(e))?;
-        let names: HashMap<&str, &str> = found
+        // AWS shows a route to a terminated instance as a blackhole only after a while (and moto never does):
+        // a target that is gone makes the route a blackhole right away.
+        let live: HashMap<&str, &str> = found
             .values()
-            .filter_map(|i| Some((i.instance_id()?, i.private_dns_name()?)))
+            .filter(|i| !is_terminated(i))
+            .filter_map(|i| Some((i.instance_id()?, i.private_dns_name().unwrap_or_default())))
             .collect();
         Ok(wanted
             .iter()
             .map(|(cidr, id, blackhole)| Route {
-                name: format!("{}-{cidr}", cluster_name),
-                target_node: names
+                name: format!("{cluster_name}-{cidr}"),
+                target_node: live
                     .get(id.as_str())
                     .map(|n| (*n).to_owned())
                     .unwrap_or_default(),
                 target_node_addresses: vec![],
                 destination_cidr: *cidr,
-                blackhole: *blackhole,
+                blackhole: *blackhole || !live.contains_key(id.as_str()),
             })
             .collect())
     }

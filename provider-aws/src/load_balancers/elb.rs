@@ -65,15 +65,25 @@ impl AwsCloud {
 
     /// The target groups a load balancer forwards to.
     pub(crate) async fn target_groups_of(&self, lb_arn: &str) -> AwsResult<Vec<TargetGroup>> {
-        let out = self
+        match self
             .inner
             .elb
             .describe_target_groups()
             .load_balancer_arn(lb_arn)
             .send()
             .await
-            .map_err(|e| api_error("DescribeTargetGroups", e))?;
-        Ok(out.target_groups().to_vec())
+        {
+            Ok(out) => Ok(out.target_groups().to_vec()),
+            Err(e) => {
+                // moto answers TargetGroupNotFound for a load balancer without target groups (AWS: an empty list).
+                let e = api_error("DescribeTargetGroups", e);
+                if e.code() == Some("TargetGroupNotFound") {
+                    Ok(Vec::new())
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     /// Every target group whose name starts with `prefix` (all pages).
