@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig, retry::RetryConfig};
 use aws_smithy_http_client::tls;
 use cloudprovider_api::{
-    CloudError, CloudProvider, Instances, LoadBalancers, NodeGroups, Routes, async_trait,
+    CloudError, CloudProvider, Instances, LoadBalancers, NodeGroups, Routes, Zones, async_trait,
 };
 
 use crate::config::AwsConfig;
@@ -179,6 +179,10 @@ impl CloudProvider for AwsCloud {
     }
 
     fn routes(&self) -> Option<&dyn Routes> {
+        Some(self)
+    }
+
+    fn zones(&self) -> Option<&dyn Zones> {
         Some(self)
     }
 

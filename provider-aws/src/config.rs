@@ -34,6 +34,10 @@ pub struct AwsConfig {
     /// A named profile of `~/.aws/config` for credentials and region. Empty: `AWS_PROFILE` or `default`.
     #[serde(default)]
     pub profile: Option<String>,
+    /// The zone this process runs in, answered by `Zones::zone`. Empty: read from the instance metadata service
+    /// (IMDS) when asked.
+    #[serde(default)]
+    pub zone: Option<String>,
     /// The VPC of the cluster. Limits subnet discovery for load balancers to it.
     #[serde(default)]
     pub vpc_id: Option<String>,

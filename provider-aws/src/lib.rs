@@ -10,6 +10,8 @@
 //!   instance targets, configured by upstream's `service.beta.kubernetes.io/aws-load-balancer-*` annotations (see
 //!   [`annotations`]).
 //! * **Routes** ([`Routes`](cloudprovider_api::Routes)): pod CIDRs in the cluster's VPC route table.
+//! * **Zones** ([`Zones`](cloudprovider_api::Zones)): the zone of an instance; this process's own zone from the
+//!   config (`zone`) or the instance metadata service.
 //! * **Node groups** ([`NodeGroups`](cloudprovider_api::NodeGroups)): on-demand EC2 instances from a configured
 //!   template ([`NodeGroupConfig`]).
 //!
@@ -42,6 +44,7 @@ mod metrics;
 mod node_groups;
 mod routes;
 mod tags;
+mod zones;
 
 use std::sync::Arc;
 

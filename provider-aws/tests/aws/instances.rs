@@ -2,7 +2,7 @@
 //! path (`instance_states`).
 
 use cloudprovider_api::conformance::node_with_provider_id;
-use cloudprovider_api::{CloudError, InstanceState, Instances, NodeAddressType};
+use cloudprovider_api::{CloudError, InstanceState, Instances, NodeAddressType, Zones};
 use provider_aws::DESCRIBE_BATCH_SIZE;
 
 use crate::common::{REGION, env, id, node};
@@ -53,6 +53,29 @@ async fn metadata_addresses_and_provider_id_forms() {
             "{form}"
         );
     }
+    // Zones of the instance, by provider ID and by node name.
+    let by_id = env
+        .cloud
+        .zone_by_provider_id(&md.provider_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let by_name = env
+        .cloud
+        .zone_by_node_name(&private_dns)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (by_id.failure_domain.as_str(), by_id.region.as_str()),
+        ("us-east-1b", REGION)
+    );
+    assert_eq!(by_name, by_id);
+    assert!(matches!(
+        env.cloud
+            .zone_by_node_name("ip-10-9-9-9.ec2.internal")
+            .await,
+        Err(CloudError::NotFound { .. })
+    ));
+
     // Another provider's ID is invalid input, never "gone".
     let foreign = node_with_provider_id("n", "gce://project/zone/vm");
     assert!(matches!(
