@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cloudprovider_api::conformance::{load_balancer_service, node_with_provider_id};
 use cloudprovider_api::{CloudError, Instances, LoadBalancers};
-use provider_aws::AwsConfig;
+use provider_aws::{ApiCallCounter, AwsCloud, AwsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -84,7 +84,20 @@ async fn throttling_maps_to_throttled_with_retry_after() {
         throttle_retry_after_seconds: Some(7),
         ..AwsConfig::new("c1")
     };
-    let cloud = crate::common::cloud(config).await;
+    // The production hook: an observer sees every attempt with its HTTP status.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let counter = ApiCallCounter::new().with_observer(move |call| {
+        if let Ok(mut calls) = sink.lock() {
+            calls.push((call.operation.clone(), call.status));
+        }
+    });
+    let sdk = AwsCloud::config_loader(&config)
+        .test_credentials()
+        .load()
+        .await;
+    let cloud = AwsCloud::from_sdk_config_with_counter(config, &sdk, counter)
+        .unwrap_or_else(|e| panic!("{e}"));
 
     let node = node_with_provider_id("n", "aws:///us-east-1a/i-0123456789abcdef0");
     match cloud.instance_exists(&node).await {
@@ -100,6 +113,11 @@ async fn throttling_maps_to_throttled_with_retry_after() {
     // The SDK retried once (2 attempts), and the interceptor saw both.
     assert_eq!(cloud.api_calls().count("DescribeInstances"), 2);
     assert_eq!(hits.load(Ordering::SeqCst), 2);
+    let observed = seen.lock().map(|c| c.clone()).unwrap_or_default();
+    assert_eq!(
+        observed,
+        vec![("DescribeInstances".to_owned(), Some(503)); 2]
+    );
 
     let svc = load_balancer_service("web", "0e6f4ab0-1111-4222-8333-444455556666");
     match cloud.get_load_balancer("c", &svc).await {
