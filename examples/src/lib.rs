@@ -44,6 +44,8 @@ pub fn provider_registry() -> anyhow::Result<cloudprovider_api::ProviderRegistry
     let mut registry = cloudprovider_api::ProviderRegistry::new();
     #[cfg(feature = "fake")]
     provider_fake::register(&mut registry)?;
+    #[cfg(feature = "aws")]
+    provider_aws::register(&mut registry)?;
     Ok(registry)
 }
 

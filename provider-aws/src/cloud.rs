@@ -1,0 +1,200 @@
+//! The provider object: AWS clients, configuration and the capabilities it offers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig, retry::RetryConfig};
+use aws_smithy_http_client::tls;
+use cloudprovider_api::{
+    CloudError, CloudProvider, Instances, LoadBalancers, NodeGroups, Routes, Zones, async_trait,
+};
+
+use crate::config::AwsConfig;
+use crate::error::AwsError;
+use crate::metrics::ApiCallCounter;
+use crate::tags::Tagging;
+
+/// The AWS provider: EC2 instances, ELBv2 network load balancers, VPC routes and on-demand EC2 node groups.
+///
+/// Cheap to clone (an `Arc` inside). Build it with [`AwsCloud::new`] (standard credential chain) or, for full
+/// control of the SDK configuration (credentials, HTTP client, timeouts), [`AwsCloud::from_sdk_config`].
+#[derive(Clone, Debug)]
+pub struct AwsCloud {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: AwsConfig,
+    pub(crate) region: String,
+    pub(crate) tagging: Tagging,
+    pub(crate) ec2: aws_sdk_ec2::Client,
+    pub(crate) elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub(crate) calls: ApiCallCounter,
+    /// The route table, resolved on first use.
+    pub(crate) route_table: tokio::sync::OnceCell<String>,
+}
+
+/// The HTTPS client the provider uses: hyper 1 with rustls on the `ring` crypto provider (the same TLS stack as
+/// kube-rs, so no second crypto library is built) and the platform's root certificates.
+pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
+impl AwsCloud {
+    /// Validates `config`, loads the SDK configuration through the standard chain (environment, profile, web
+    /// identity, container and instance metadata credentials) and builds the clients.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), provider_aws::AwsError> {
+    /// use provider_aws::{AwsCloud, AwsConfig};
+    /// let mut config = AwsConfig::new("prod-eu");
+    /// config.region = Some("eu-west-1".into());
+    /// let cloud = AwsCloud::new(config).await?;
+    /// # let _ = cloud; Ok(()) }
+    /// ```
+    pub async fn new(config: AwsConfig) -> Result<Self, AwsError> {
+        config.validate()?;
+        let sdk = Self::config_loader(&config).load().await;
+        Self::from_sdk_config(config, &sdk)
+    }
+
+    /// The SDK configuration loader `new` uses: latest behaviour version, the provider's HTTPS client, and the
+    /// region, profile, endpoint and retry settings of `config`. Tests and embedders can add to it (e.g.
+    /// `.test_credentials()`) and pass the result to [`from_sdk_config`](Self::from_sdk_config).
+    pub fn config_loader(config: &AwsConfig) -> ConfigLoader {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(https_client())
+            .retry_config(
+                RetryConfig::standard().with_max_attempts(config.max_attempts.unwrap_or(3)),
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &config.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        loader
+    }
+
+    /// Builds the provider from an SDK configuration, with a fresh [`ApiCallCounter`].
+    pub fn from_sdk_config(config: AwsConfig, sdk: &SdkConfig) -> Result<Self, AwsError> {
+        Self::from_sdk_config_with_counter(config, sdk, ApiCallCounter::new())
+    }
+
+    /// Builds the provider from an SDK configuration, counting calls with `calls` (e.g. one with an observer that
+    /// feeds your metrics).
+    pub fn from_sdk_config_with_counter(
+        config: AwsConfig,
+        sdk: &SdkConfig,
+        calls: ApiCallCounter,
+    ) -> Result<Self, AwsError> {
+        config.validate()?;
+        let region = sdk
+            .region()
+            .map(|r| r.as_ref().to_owned())
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                AwsError::config(
+                    "region",
+                    "no region: set `region` in the config, AWS_REGION, or a profile region",
+                )
+            })?;
+        let mut ec2 = aws_sdk_ec2::config::Builder::from(sdk).interceptor(calls.clone());
+        if let Some(url) = &config.ec2_endpoint_url {
+            ec2 = ec2.endpoint_url(url);
+        }
+        let mut elb =
+            aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk).interceptor(calls.clone());
+        if let Some(url) = &config.elb_endpoint_url {
+            elb = elb.endpoint_url(url);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                tagging: Tagging::new(&config.cluster_id),
+                config,
+                region,
+                ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
+                elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb.build()),
+                calls,
+                route_table: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AwsConfig {
+        &self.inner.config
+    }
+
+    /// The region the clients talk to.
+    pub fn region(&self) -> &str {
+        &self.inner.region
+    }
+
+    /// The counter of AWS requests sent by this provider (all clones share it).
+    pub fn api_calls(&self) -> &ApiCallCounter {
+        &self.inner.calls
+    }
+
+    /// The EC2 client (e.g. for tests that set up a VPC).
+    pub fn ec2_client(&self) -> &aws_sdk_ec2::Client {
+        &self.inner.ec2
+    }
+
+    /// The Elastic Load Balancing v2 client.
+    pub fn elb_client(&self) -> &aws_sdk_elasticloadbalancingv2::Client {
+        &self.inner.elb
+    }
+
+    pub(crate) fn retry_after(&self) -> Duration {
+        self.inner.config.throttle_retry_after()
+    }
+
+    /// Converts a crate error to the trait's error, with the configured throttling delay.
+    pub(crate) fn cloud_error(&self, e: AwsError) -> CloudError {
+        e.into_cloud_error(self.retry_after())
+    }
+}
+
+#[async_trait]
+impl CloudProvider for AwsCloud {
+    fn provider_name(&self) -> &str {
+        crate::PROVIDER_NAME
+    }
+
+    fn instances(&self) -> Option<&dyn Instances> {
+        Some(self)
+    }
+
+    fn load_balancers(&self) -> Option<&dyn LoadBalancers> {
+        Some(self)
+    }
+
+    fn routes(&self) -> Option<&dyn Routes> {
+        Some(self)
+    }
+
+    fn zones(&self) -> Option<&dyn Zones> {
+        Some(self)
+    }
+
+    fn node_groups(&self) -> Option<&dyn NodeGroups> {
+        if self.inner.config.node_groups.is_empty() {
+            None
+        } else {
+            Some(self)
+        }
+    }
+
+    fn has_cluster_id(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,193 @@
+//! The typed configuration (`--cloud-config`, YAML or JSON) with its JSON Schema.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::AwsError;
+
+/// The provider's configuration. Only `clusterId` is required; everything else is discovered or defaulted.
+///
+/// ```yaml
+/// clusterId: prod-eu            # required: tags kubernetes.io/cluster/<clusterId>
+/// region: eu-west-1             # else the standard chain (AWS_REGION, profile)
+/// vpcId: vpc-0abc               # optional: limits subnet discovery to this VPC
+/// subnetId: subnet-0abc         # optional: the subnet on-demand instances use by default
+/// routeTableId: rtb-0abc        # optional: else the table tagged kubernetes.io/cluster/<clusterId>
+/// endpointUrl: http://127.0.0.1:5000   # optional: one endpoint for every service (moto, private endpoints)
+/// nodeGroups:
+///   - id: workers
+///     minSize: 0
+///     maxSize: 10
+///     imageId: ami-0abc
+///     instanceType: m7i.large
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AwsConfig {
+    /// The cluster ID (upstream `KubernetesClusterID`). Required: resources are tagged
+    /// `kubernetes.io/cluster/<clusterId>` and only those tagged `owned` are ever deleted.
+    pub cluster_id: String,
+    /// The AWS region. Empty: the standard chain (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// A named profile of `~/.aws/config` for credentials and region. Empty: `AWS_PROFILE` or `default`.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// The zone this process runs in, answered by `Zones::zone`. Empty: read from the instance metadata service
+    /// (IMDS) when asked.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The VPC of the cluster. Limits subnet discovery for load balancers to it.
+    #[serde(default)]
+    pub vpc_id: Option<String>,
+    /// The subnet on-demand instances are launched in when their node group names none.
+    #[serde(default)]
+    pub subnet_id: Option<String>,
+    /// The route table for pod routes. Empty: the one route table tagged `kubernetes.io/cluster/<clusterId>`.
+    #[serde(default)]
+    pub route_table_id: Option<String>,
+    /// One endpoint URL for every AWS service (moto, a proxy). Overridden per service below.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// The EC2 endpoint URL (e.g. a VPC interface endpoint).
+    #[serde(default)]
+    pub ec2_endpoint_url: Option<String>,
+    /// The Elastic Load Balancing (v2) endpoint URL.
+    #[serde(default)]
+    pub elb_endpoint_url: Option<String>,
+    /// The SDK's attempts per call, including the first (standard retry mode with backoff). Default 3.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Seconds a caller should wait after the API throttled us (and the SDK's own retries were used up).
+    /// Default 10.
+    #[serde(default)]
+    pub throttle_retry_after_seconds: Option<u64>,
+    /// Groups of on-demand EC2 instances (the node-groups capability).
+    #[serde(default)]
+    pub node_groups: Vec<NodeGroupConfig>,
+}
+
+/// One group of on-demand EC2 instances, launched from a template with `RunInstances` (no Auto Scaling group).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeGroupConfig {
+    /// The group id; instances carry it in the tag [`TAG_NODE_GROUP`](crate::TAG_NODE_GROUP).
+    pub id: String,
+    /// The fewest instances.
+    #[serde(default)]
+    pub min_size: u32,
+    /// The most instances.
+    pub max_size: u32,
+    /// The AMI.
+    pub image_id: String,
+    /// The instance type, e.g. `m7i.large`.
+    pub instance_type: String,
+    /// The subnet. Empty: the provider's `subnetId`.
+    #[serde(default)]
+    pub subnet_id: Option<String>,
+    /// Security groups.
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+    /// An EC2 key pair name.
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// An IAM instance profile name.
+    #[serde(default)]
+    pub iam_instance_profile: Option<String>,
+    /// User data (plain text; it is base64-encoded for the API), e.g. the node bootstrap script.
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// Extra instance tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Labels the group's Nodes get (reported on the template node).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Capacity of one instance for the template node. Empty fields are read from `DescribeInstanceTypes`.
+    #[serde(default)]
+    pub capacity: CapacityConfig,
+}
+
+/// The capacity of one instance of a node group, as Kubernetes quantities.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CapacityConfig {
+    /// CPU, e.g. `"2"`.
+    #[serde(default)]
+    pub cpu: Option<String>,
+    /// Memory, e.g. `"8Gi"`.
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// Pods. Default `"110"`.
+    #[serde(default)]
+    pub pods: Option<String>,
+}
+
+impl AwsConfig {
+    /// A configuration with just the cluster ID.
+    pub fn new(cluster_id: impl Into<String>) -> Self {
+        Self {
+            cluster_id: cluster_id.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks what serde cannot; errors name the field.
+    pub fn validate(&self) -> Result<(), AwsError> {
+        if self.cluster_id.trim().is_empty() {
+            return Err(AwsError::config(
+                "clusterId",
+                "is required: resources are tagged kubernetes.io/cluster/<clusterId> and only those owned by \
+                 this cluster are ever deleted",
+            ));
+        }
+        if self.cluster_id.contains(['/', ' ']) {
+            return Err(AwsError::config(
+                "clusterId",
+                "must not contain '/' or spaces (it is part of a tag key)",
+            ));
+        }
+        if self.max_attempts == Some(0) {
+            return Err(AwsError::config("maxAttempts", "must be at least 1"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, group) in self.node_groups.iter().enumerate() {
+            let field = |f: &str| format!("nodeGroups[{i}].{f}");
+            if group.id.is_empty() {
+                return Err(AwsError::config(field("id"), "must not be empty"));
+            }
+            if !seen.insert(group.id.as_str()) {
+                return Err(AwsError::config(
+                    field("id"),
+                    format!("{:?} is used twice", group.id),
+                ));
+            }
+            if group.min_size > group.max_size {
+                return Err(AwsError::config(
+                    field("minSize"),
+                    format!("{} is above maxSize {}", group.min_size, group.max_size),
+                ));
+            }
+            for (name, value) in [
+                ("imageId", &group.image_id),
+                ("instanceType", &group.instance_type),
+            ] {
+                if value.is_empty() {
+                    return Err(AwsError::config(field(name), "must not be empty"));
+                }
+            }
+            if group.subnet_id.is_none() && self.subnet_id.is_none() {
+                return Err(AwsError::config(
+                    field("subnetId"),
+                    "is required when the provider has no subnetId",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn throttle_retry_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.throttle_retry_after_seconds.unwrap_or(10))
+    }
+}

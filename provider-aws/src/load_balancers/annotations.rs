@@ -1,0 +1,492 @@
+//! The Service annotations the provider honours, parsed and validated before any AWS call.
+
+use std::collections::BTreeMap;
+
+use cloudprovider_api::{CloudError, CloudResult};
+use k8s_openapi::api::core::v1::Service;
+use sha2::{Digest, Sha256};
+
+/// `nlb` (or absent): a Network Load Balancer with instance targets. `nlb-ip` and `external` belong to the AWS Load
+/// Balancer Controller (implemented elsewhere). Classic ELBs are not supported.
+pub const ANNOTATION_LOAD_BALANCER_TYPE: &str = "service.beta.kubernetes.io/aws-load-balancer-type";
+/// `true` (or `0.0.0.0/0`): an internal load balancer; `false` or absent: internet-facing.
+pub const ANNOTATION_INTERNAL: &str = "service.beta.kubernetes.io/aws-load-balancer-internal";
+/// Comma-separated subnet IDs or `Name` tags; else subnets are discovered by role and cluster tags.
+pub const ANNOTATION_SUBNETS: &str = "service.beta.kubernetes.io/aws-load-balancer-subnets";
+/// `key=value,…`: only nodes with all these labels become targets.
+pub const ANNOTATION_TARGET_NODE_LABELS: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-target-node-labels";
+/// `true`/`false`: the NLB attribute `load_balancing.cross_zone.enabled`.
+pub const ANNOTATION_CROSS_ZONE: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-cross-zone-load-balancing-enabled";
+/// `key=value,…`: extra tags on the load balancer and its target groups.
+pub const ANNOTATION_ADDITIONAL_TAGS: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-additional-resource-tags";
+/// `TCP`, `HTTP` or `HTTPS`.
+pub const ANNOTATION_HC_PROTOCOL: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol";
+/// `traffic-port` or a port number.
+pub const ANNOTATION_HC_PORT: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-port";
+/// The HTTP(S) path, starting with `/`.
+pub const ANNOTATION_HC_PATH: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-path";
+/// 2–10.
+pub const ANNOTATION_HC_HEALTHY: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-healthy-threshold";
+/// 2–10.
+pub const ANNOTATION_HC_UNHEALTHY: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-unhealthy-threshold";
+/// Seconds, 2–120.
+pub const ANNOTATION_HC_TIMEOUT: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-timeout";
+/// Seconds, 5–300.
+pub const ANNOTATION_HC_INTERVAL: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-healthcheck-interval";
+
+/// The health check of every target group of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HealthCheck {
+    pub(crate) protocol: String,
+    pub(crate) port: String,
+    pub(crate) path: Option<String>,
+    pub(crate) healthy: i32,
+    pub(crate) unhealthy: i32,
+    pub(crate) timeout: Option<i32>,
+    pub(crate) interval: i32,
+}
+
+/// One listener and its target group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PortSpec {
+    pub(crate) port: i32,
+    pub(crate) node_port: i32,
+    pub(crate) protocol: String,
+}
+
+/// Everything the provider needs from a Service, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LbSpec {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) internal: bool,
+    pub(crate) subnets: Option<Vec<String>>,
+    pub(crate) target_node_labels: BTreeMap<String, String>,
+    pub(crate) cross_zone: Option<bool>,
+    pub(crate) extra_tags: BTreeMap<String, String>,
+    pub(crate) health: HealthCheck,
+    pub(crate) ports: Vec<PortSpec>,
+}
+
+impl LbSpec {
+    /// `<namespace>/<name>`, the value of the service-name tag.
+    pub(crate) fn service_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Upstream's target group name `k8s-<ns8>-<svc8>-<hash10>`. The hash covers everything a target group cannot
+    /// change in place (port, node port, protocol, target type) and its health check, so a change makes a new
+    /// target group.
+    pub(crate) fn target_group_name(&self, cluster_id: &str, port: &PortSpec) -> String {
+        let mut h = Sha256::new();
+        let hc = &self.health;
+        for part in [
+            cluster_id,
+            &self.namespace,
+            &self.name,
+            &port.port.to_string(),
+            &port.node_port.to_string(),
+            &port.protocol,
+            "instance",
+            &hc.protocol,
+            &hc.port,
+            hc.path.as_deref().unwrap_or_default(),
+            &hc.interval.to_string(),
+            &hc.timeout.map(|t| t.to_string()).unwrap_or_default(),
+            &hc.healthy.to_string(),
+            &hc.unhealthy.to_string(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let hash = hex::encode(h.finalize());
+        format!(
+            "{}{hash:.10}",
+            target_group_prefix(&self.namespace, &self.name)
+        )
+    }
+}
+
+/// `k8s-<ns8>-<svc8>-`: the start of every target group name of a Service.
+pub(crate) fn target_group_prefix(namespace: &str, name: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(8)
+            .collect()
+    };
+    format!("k8s-{}-{}-", clean(namespace), clean(name))
+}
+
+/// What to do with a Service.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    /// Build an NLB.
+    Nlb(Box<LbSpec>),
+    /// Another controller owns it.
+    Elsewhere(String),
+}
+
+fn annotation<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
+    service
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(|v| v.trim())
+}
+
+fn number(
+    service: &Service,
+    key: &str,
+    range: std::ops::RangeInclusive<i32>,
+) -> CloudResult<Option<i32>> {
+    let Some(raw) = annotation(service, key) else {
+        return Ok(None);
+    };
+    match raw.parse::<i32>() {
+        Ok(n) if range.contains(&n) => Ok(Some(n)),
+        _ => Err(CloudError::invalid_input(
+            key,
+            format!(
+                "{raw:?} is not a whole number in {}–{}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+fn key_values(service: &Service, key: &str) -> CloudResult<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let Some(raw) = annotation(service, key) else {
+        return Ok(out);
+    };
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (k, v) = item.split_once('=').unwrap_or((item, ""));
+        if k.trim().is_empty() {
+            return Err(CloudError::invalid_input(
+                key,
+                format!("{item:?} has an empty key; want key=value,…"),
+            ));
+        }
+        out.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(out)
+}
+
+fn boolean(service: &Service, key: &str) -> CloudResult<Option<bool>> {
+    match annotation(service, key) {
+        None => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(v) => Err(CloudError::invalid_input(
+            key,
+            format!("{v:?} is neither \"true\" nor \"false\""),
+        )),
+    }
+}
+
+/// Reads and validates the Service. Errors are [`CloudError::InvalidInput`] naming the annotation or field.
+pub(crate) fn plan(service: &Service) -> CloudResult<Plan> {
+    match annotation(service, ANNOTATION_LOAD_BALANCER_TYPE) {
+        None | Some("") | Some("nlb") => {}
+        Some(t @ ("nlb-ip" | "external")) => {
+            return Ok(Plan::Elsewhere(format!(
+                "{ANNOTATION_LOAD_BALANCER_TYPE}={t} is handled by the AWS Load Balancer Controller"
+            )));
+        }
+        Some(other) => {
+            return Err(CloudError::invalid_input(
+                ANNOTATION_LOAD_BALANCER_TYPE,
+                format!(
+                    "{other:?} is not supported: this provider builds Network Load Balancers (\"nlb\"); \"nlb-ip\" and \"external\" are left to the AWS Load Balancer Controller"
+                ),
+            ));
+        }
+    }
+    let spec = service.spec.clone().unwrap_or_default();
+    if let Some(affinity) = spec.session_affinity.as_deref().filter(|a| *a != "None") {
+        return Err(CloudError::invalid_input(
+            "spec.sessionAffinity",
+            format!("{affinity:?} is not supported by AWS load balancers; use None"),
+        ));
+    }
+    let mut ports = Vec::new();
+    for (i, p) in spec.ports.unwrap_or_default().iter().enumerate() {
+        let Some(node_port) = p.node_port.filter(|n| *n > 0) else {
+            continue; // upstream skips ports without a NodePort
+        };
+        let protocol = p.protocol.as_deref().unwrap_or("TCP");
+        if !matches!(protocol, "TCP" | "UDP") {
+            return Err(CloudError::invalid_input(
+                format!("spec.ports[{i}].protocol"),
+                format!("{protocol:?} is not supported by a Network Load Balancer; use TCP or UDP"),
+            ));
+        }
+        ports.push(PortSpec {
+            port: p.port,
+            node_port,
+            protocol: protocol.to_owned(),
+        });
+    }
+    if ports.is_empty() {
+        return Err(CloudError::invalid_input(
+            "spec.ports",
+            "no port with a nodePort to balance",
+        ));
+    }
+    if ports.iter().any(|p| p.protocol != ports[0].protocol) {
+        return Err(CloudError::invalid_input(
+            "spec.ports",
+            "mixed protocols (TCP and UDP) are not supported",
+        ));
+    }
+    let internal = match annotation(service, ANNOTATION_INTERNAL) {
+        None | Some("") => false,
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "0.0.0.0/0" => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => {
+            return Err(CloudError::invalid_input(
+                ANNOTATION_INTERNAL,
+                format!("{v:?} is not \"true\" or \"false\""),
+            ));
+        }
+    };
+    let subnets = match annotation(service, ANNOTATION_SUBNETS) {
+        None => None,
+        Some(raw) => {
+            let list: Vec<String> = raw
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if list.is_empty() {
+                return Err(CloudError::invalid_input(
+                    ANNOTATION_SUBNETS,
+                    "lists no subnet",
+                ));
+            }
+            Some(list)
+        }
+    };
+    let local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let protocol = match annotation(service, ANNOTATION_HC_PROTOCOL) {
+        None => if local { "HTTP" } else { "TCP" }.to_owned(),
+        Some(p) if ["TCP", "HTTP", "HTTPS"].contains(&p.to_ascii_uppercase().as_str()) => {
+            p.to_ascii_uppercase()
+        }
+        Some(p) => {
+            return Err(CloudError::invalid_input(
+                ANNOTATION_HC_PROTOCOL,
+                format!("{p:?} is not TCP, HTTP or HTTPS"),
+            ));
+        }
+    };
+    let port = match annotation(service, ANNOTATION_HC_PORT) {
+        Some("traffic-port") => "traffic-port".to_owned(),
+        Some(raw) => match raw.parse::<u16>() {
+            Ok(n) if n > 0 => n.to_string(),
+            _ => {
+                return Err(CloudError::invalid_input(
+                    ANNOTATION_HC_PORT,
+                    format!("{raw:?} is neither \"traffic-port\" nor a port number"),
+                ));
+            }
+        },
+        None => match spec.health_check_node_port.filter(|p| local && *p > 0) {
+            Some(p) => p.to_string(),
+            None => "traffic-port".to_owned(),
+        },
+    };
+    let path = match annotation(service, ANNOTATION_HC_PATH) {
+        Some(p) if !p.starts_with('/') => {
+            return Err(CloudError::invalid_input(
+                ANNOTATION_HC_PATH,
+                format!("{p:?} does not start with '/'"),
+            ));
+        }
+        Some(p) => Some(p.to_owned()),
+        None if protocol == "TCP" => None,
+        None => Some(if local { "/healthz" } else { "/" }.to_owned()),
+    };
+    let health = HealthCheck {
+        path: if protocol == "TCP" { None } else { path },
+        protocol,
+        port,
+        healthy: number(service, ANNOTATION_HC_HEALTHY, 2..=10)?.unwrap_or(3),
+        unhealthy: number(service, ANNOTATION_HC_UNHEALTHY, 2..=10)?.unwrap_or(3),
+        timeout: number(service, ANNOTATION_HC_TIMEOUT, 2..=120)?,
+        interval: number(service, ANNOTATION_HC_INTERVAL, 5..=300)?.unwrap_or(10),
+    };
+    Ok(Plan::Nlb(Box::new(LbSpec {
+        namespace: service
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
+        name: service.metadata.name.clone().unwrap_or_default(),
+        internal,
+        subnets,
+        target_node_labels: key_values(service, ANNOTATION_TARGET_NODE_LABELS)?,
+        cross_zone: boolean(service, ANNOTATION_CROSS_ZONE)?,
+        extra_tags: key_values(service, ANNOTATION_ADDITIONAL_TAGS)?,
+        health,
+        ports,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudprovider_api::conformance::load_balancer_service;
+
+    fn with(annotations: &[(&str, &str)]) -> Service {
+        let mut svc = load_balancer_service("web", "11111111-2222-4333-8444-555555555555");
+        svc.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        svc
+    }
+
+    fn spec(annotations: &[(&str, &str)]) -> LbSpec {
+        match plan(&with(annotations)) {
+            Ok(Plan::Nlb(spec)) => *spec,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_names() {
+        let s = spec(&[]);
+        assert!(!s.internal);
+        assert_eq!(s.health.protocol, "TCP");
+        assert_eq!(s.health.port, "traffic-port");
+        assert_eq!(
+            s.ports,
+            vec![PortSpec {
+                port: 80,
+                node_port: 30080,
+                protocol: "TCP".into()
+            }]
+        );
+        let name = s.target_group_name("c1", &s.ports[0]);
+        assert!(name.starts_with("k8s-default-web-"), "{name}");
+        assert_eq!(name.len(), "k8s-default-web-".len() + 10);
+        assert!(name.len() <= 32);
+        // Another cluster, another health check: another target group.
+        assert_ne!(name, s.target_group_name("c2", &s.ports[0]));
+        let h = spec(&[(ANNOTATION_HC_INTERVAL, "30")]);
+        assert_ne!(name, h.target_group_name("c1", &h.ports[0]));
+        assert_eq!(
+            target_group_prefix("a-very-long-namespace", "svc.x"),
+            "k8s-averylon-svcx-"
+        );
+    }
+
+    #[test]
+    fn annotations_are_read() {
+        let s = spec(&[
+            (ANNOTATION_INTERNAL, "true"),
+            (ANNOTATION_SUBNETS, "subnet-1, subnet-2"),
+            (ANNOTATION_HC_PROTOCOL, "http"),
+            (ANNOTATION_HC_PATH, "/ready"),
+            (ANNOTATION_HC_PORT, "8080"),
+            (ANNOTATION_HC_HEALTHY, "2"),
+            (ANNOTATION_HC_TIMEOUT, "5"),
+            (ANNOTATION_ADDITIONAL_TAGS, "team=web, cost=1"),
+            (ANNOTATION_TARGET_NODE_LABELS, "pool=edge"),
+            (ANNOTATION_CROSS_ZONE, "true"),
+        ]);
+        assert!(s.internal);
+        assert_eq!(s.subnets, Some(vec!["subnet-1".into(), "subnet-2".into()]));
+        assert_eq!(
+            s.health,
+            HealthCheck {
+                protocol: "HTTP".into(),
+                port: "8080".into(),
+                path: Some("/ready".into()),
+                healthy: 2,
+                unhealthy: 3,
+                timeout: Some(5),
+                interval: 10
+            }
+        );
+        assert_eq!(s.extra_tags.get("team").map(String::as_str), Some("web"));
+        assert_eq!(
+            s.target_node_labels.get("pool").map(String::as_str),
+            Some("edge")
+        );
+        assert_eq!(s.cross_zone, Some(true));
+    }
+
+    #[test]
+    fn invalid_annotations_name_themselves() {
+        for (key, value) in [
+            (ANNOTATION_LOAD_BALANCER_TYPE, "clb"),
+            (ANNOTATION_INTERNAL, "maybe"),
+            (ANNOTATION_HC_PROTOCOL, "ICMP"),
+            (ANNOTATION_HC_PORT, "http"),
+            (ANNOTATION_HC_PATH, "ready"),
+            (ANNOTATION_HC_HEALTHY, "11"),
+            (ANNOTATION_HC_UNHEALTHY, "x"),
+            (ANNOTATION_HC_TIMEOUT, "1"),
+            (ANNOTATION_HC_INTERVAL, "1000"),
+            (ANNOTATION_CROSS_ZONE, "yes"),
+            (ANNOTATION_ADDITIONAL_TAGS, "=v"),
+            (ANNOTATION_SUBNETS, " , "),
+        ] {
+            match plan(&with(&[(key, value)])) {
+                Err(CloudError::InvalidInput { field, .. }) => assert_eq!(field, key, "{value}"),
+                other => panic!("{key}={value}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn elsewhere_and_spec_errors() {
+        assert!(matches!(
+            plan(&with(&[(ANNOTATION_LOAD_BALANCER_TYPE, "nlb-ip")])),
+            Ok(Plan::Elsewhere(_))
+        ));
+        assert!(matches!(
+            plan(&with(&[(ANNOTATION_LOAD_BALANCER_TYPE, "external")])),
+            Ok(Plan::Elsewhere(_))
+        ));
+        let mut svc = with(&[]);
+        if let Some(spec) = svc.spec.as_mut() {
+            spec.session_affinity = Some("ClientIP".into());
+        }
+        assert!(
+            matches!(plan(&svc), Err(CloudError::InvalidInput { field, .. }) if field == "spec.sessionAffinity")
+        );
+        let mut svc = with(&[]);
+        if let Some(spec) = svc.spec.as_mut() {
+            spec.ports.get_or_insert_default()[0].protocol = Some("SCTP".into());
+        }
+        assert!(
+            matches!(plan(&svc), Err(CloudError::InvalidInput { field, .. }) if field == "spec.ports[0].protocol")
+        );
+        let mut svc = with(&[]);
+        if let Some(spec) = svc.spec.as_mut() {
+            spec.ports.get_or_insert_default()[0].node_port = None;
+        }
+        assert!(
+            matches!(plan(&svc), Err(CloudError::InvalidInput { field, .. }) if field == "spec.ports")
+        );
+    }
+}

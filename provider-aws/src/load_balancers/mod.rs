@@ -1,0 +1,495 @@
+//! Network Load Balancers (ELBv2) with instance targets for Services of type LoadBalancer.
+//!
+//! One NLB per Service named like upstream (`"a"` + UID, 32 characters), one target group per port named
+//! `k8s-<ns8>-<svc8>-<hash10>`, one listener per port, targets = the nodes' instances on the NodePort. Everything is
+//! tagged `kubernetes.io/cluster/<clusterId>=owned` and `kubernetes.io/service-name=<ns>/<name>`; deletion removes
+//! only what carries both.
+
+pub(crate) mod annotations;
+mod elb;
+mod subnets;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use aws_sdk_elasticloadbalancingv2::types::{
+    Action, ActionTypeEnum, LoadBalancer, LoadBalancerAttribute, LoadBalancerSchemeEnum,
+    LoadBalancerTypeEnum, ProtocolEnum, TargetGroup, TargetTypeEnum,
+};
+use cloudprovider_api::{
+    CloudError, CloudResult, LoadBalancers, async_trait, default_load_balancer_name,
+};
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Node, Service};
+use tracing::{instrument, warn};
+
+use self::annotations::{LbSpec, Plan, PortSpec, plan, target_group_prefix};
+pub use self::elb::TARGET_CHUNK_SIZE;
+use self::elb::elb_tags;
+use crate::AwsCloud;
+use crate::error::{AwsError, AwsResult, api_error};
+use crate::instances::{NodeKey, node_key};
+use crate::tags::TAG_SERVICE_NAME;
+
+fn status_of(lb: &LoadBalancer) -> LoadBalancerStatus {
+    LoadBalancerStatus {
+        ingress: lb.dns_name().map(|dns| {
+            vec![LoadBalancerIngress {
+                hostname: Some(dns.to_owned()),
+                ..Default::default()
+            }]
+        }),
+    }
+}
+
+fn scheme(internal: bool) -> LoadBalancerSchemeEnum {
+    if internal {
+        LoadBalancerSchemeEnum::Internal
+    } else {
+        LoadBalancerSchemeEnum::InternetFacing
+    }
+}
+
+fn service_key(service: &Service) -> String {
+    format!(
+        "{}/{}",
+        service.metadata.namespace.as_deref().unwrap_or("default"),
+        service.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+impl AwsCloud {
+    fn owned_tags_for(&self, spec: &LbSpec) -> BTreeMap<String, String> {
+        let mut tags = self.inner.tagging.owned_tags(&spec.extra_tags);
+        tags.insert(TAG_SERVICE_NAME.to_owned(), spec.service_name());
+        tags
+    }
+
+    /// The load balancer named `name` when this cluster owns it; an error when it exists but is someone else's.
+    async fn owned_load_balancer(&self, name: &str) -> CloudResult<Option<LoadBalancer>> {
+        let Some(lb) = self
+            .find_load_balancer(name)
+            .await
+            .map_err(|e| self.cloud_error(e))?
+        else {
+            return Ok(None);
+        };
+        let arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
+        let tags = self
+            .elb_tags_of(std::slice::from_ref(&arn))
+            .await
+            .map_err(|e| self.cloud_error(e))?;
+        let owned = tags.get(&arn).is_some_and(|t| {
+            self.inner
+                .tagging
+                .owned(t.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        });
+        if owned {
+            Ok(Some(lb))
+        } else {
+            Err(CloudError::invalid_input(
+                "metadata.uid",
+                format!(
+                    "load balancer {name} exists but is not tagged {}=owned; refusing to touch it",
+                    self.inner.tagging.cluster_key
+                ),
+            ))
+        }
+    }
+
+    /// The instance IDs of the target nodes: provider IDs need no call; nodes without one are looked up by name in
+    /// one batch. Nodes filtered out by the target-node-labels annotation are left out.
+    async fn target_instances(
+        &self,
+        spec: &LbSpec,
+        nodes: &[Node],
+    ) -> CloudResult<BTreeSet<String>> {
+        let selected = nodes.iter().filter(|n| {
+            let labels = n.metadata.labels.clone().unwrap_or_default();
+            spec.target_node_labels
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+        });
+        let mut ids = BTreeSet::new();
+        let mut by_name = Vec::new();
+        for node in selected {
+            match node_key(node) {
+                Ok(NodeKey::Id(id)) => {
+                    ids.insert(id);
+                }
+                Ok(key @ NodeKey::Name(_)) => by_name.push(key),
+                Err(e) => {
+                    warn!(node = node.metadata.name.as_deref(), error = %e, "node skipped as a target")
+                }
+            }
+        }
+        if !by_name.is_empty() {
+            let found = self
+                .lookup(&by_name)
+                .await
+                .map_err(|e| self.cloud_error(e))?;
+            for key in &by_name {
+                match found.get(key).and_then(|i| i.instance_id()) {
+                    Some(id) => {
+                        ids.insert(id.to_owned());
+                    }
+                    None => warn!(?key, "node without instance skipped as a target"),
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn create_load_balancer(
+        &self,
+        name: &str,
+        spec: &LbSpec,
+    ) -> CloudResult<(LoadBalancer, String)> {
+        let placement = self.placement(spec).await?;
+        let out = self
+            .inner
+            .elb
+            .create_load_balancer()
+            .name(name)
+            .r#type(LoadBalancerTypeEnum::Network)
+            .scheme(scheme(spec.internal))
+            .set_subnets(Some(placement.subnet_ids))
+            .set_tags(Some(elb_tags(&self.owned_tags_for(spec))))
+            .send()
+            .await
+            .map_err(|e| self.cloud_error(api_error("CreateLoadBalancer", e)))?;
+        let lb = out.load_balancers().first().cloned().ok_or_else(|| {
+            self.cloud_error(AwsError::unexpected(
+                "CreateLoadBalancer",
+                "no load balancer returned",
+            ))
+        })?;
+        Ok((lb, placement.vpc_id))
+    }
+
+    async fn ensure_target_group(
+        &self,
+        spec: &LbSpec,
+        port: &PortSpec,
+        vpc_id: &str,
+    ) -> AwsResult<TargetGroup> {
+        let name = spec.target_group_name(&self.inner.config.cluster_id, port);
+        if let Some(tg) = self.find_target_group(&name).await? {
+            return Ok(tg);
+        }
+        let hc = &spec.health;
+        let out = self
+            .inner
+            .elb
+            .create_target_group()
+            .name(&name)
+            .protocol(ProtocolEnum::from(port.protocol.as_str()))
+            .port(port.node_port)
+            .vpc_id(vpc_id)
+            .target_type(TargetTypeEnum::Instance)
+            .health_check_protocol(ProtocolEnum::from(hc.protocol.as_str()))
+            .health_check_port(&hc.port)
+            .set_health_check_path(hc.path.clone())
+            .health_check_interval_seconds(hc.interval)
+            .set_health_check_timeout_seconds(hc.timeout)
+            .healthy_threshold_count(hc.healthy)
+            .unhealthy_threshold_count(hc.unhealthy)
+            .set_tags(Some(elb_tags(&self.owned_tags_for(spec))))
+            .send()
+            .await
+            .map_err(|e| api_error("CreateTargetGroup", e))?;
+        out.target_groups()
+            .first()
+            .cloned()
+            .ok_or_else(|| AwsError::unexpected("CreateTargetGroup", "no target group returned"))
+    }
+
+    /// Listeners: one per port forwarding to its target group; others deleted.
+    async fn sync_listeners(&self, lb_arn: &str, wanted: &[(PortSpec, String)]) -> AwsResult<()> {
+        let elb = &self.inner.elb;
+        let out = elb
+            .describe_listeners()
+            .load_balancer_arn(lb_arn)
+            .send()
+            .await
+            .map_err(|e| api_error("DescribeListeners", e))?;
+        let existing: HashMap<i32, _> = out
+            .listeners()
+            .iter()
+            .filter_map(|l| Some((l.port()?, l.clone())))
+            .collect();
+        for (port, tg_arn) in wanted {
+            let action = Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(tg_arn)
+                .build();
+            let protocol = ProtocolEnum::from(port.protocol.as_str());
+            match existing.get(&port.port) {
+                None => {
+                    elb.create_listener()
+                        .load_balancer_arn(lb_arn)
+                        .port(port.port)
+                        .protocol(protocol)
+                        .default_actions(action)
+                        .send()
+                        .await
+                        .map_err(|e| api_error("CreateListener", e))?;
+                }
+                Some(l) => {
+                    let forwards = l
+                        .default_actions()
+                        .iter()
+                        .any(|a| a.target_group_arn() == Some(tg_arn.as_str()));
+                    if !forwards || l.protocol() != Some(&protocol) {
+                        elb.modify_listener()
+                            .set_listener_arn(l.listener_arn().map(str::to_owned))
+                            .port(port.port)
+                            .protocol(protocol)
+                            .default_actions(action)
+                            .send()
+                            .await
+                            .map_err(|e| api_error("ModifyListener", e))?;
+                    }
+                }
+            }
+        }
+        for (port, l) in &existing {
+            if !wanted.iter().any(|(p, _)| p.port == *port) {
+                elb.delete_listener()
+                    .set_listener_arn(l.listener_arn().map(str::to_owned))
+                    .send()
+                    .await
+                    .map_err(|e| api_error("DeleteListener", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the given target groups that this cluster owns for `service_name`.
+    async fn delete_owned_target_groups(
+        &self,
+        groups: &[TargetGroup],
+        service_name: &str,
+    ) -> AwsResult<()> {
+        let arns: Vec<String> = groups
+            .iter()
+            .filter_map(|tg| tg.target_group_arn().map(str::to_owned))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if arns.is_empty() {
+            return Ok(());
+        }
+        let tags = self.elb_tags_of(&arns).await?;
+        for arn in &arns {
+            let Some(t) = tags.get(arn) else { continue };
+            let owned = self
+                .inner
+                .tagging
+                .owned(t.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            if owned && t.get(TAG_SERVICE_NAME).map(String::as_str) == Some(service_name) {
+                match self
+                    .inner
+                    .elb
+                    .delete_target_group()
+                    .target_group_arn(arn)
+                    .send()
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) => {
+                        let e = api_error("DeleteTargetGroup", e);
+                        if e.code() != Some("TargetGroupNotFound") {
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure(
+        &self,
+        service: &Service,
+        spec: &LbSpec,
+        nodes: &[Node],
+    ) -> CloudResult<LoadBalancerStatus> {
+        let name = default_load_balancer_name(service);
+        let err = |e| self.cloud_error(e);
+        // Resolve targets first: a failure here must not leave a half-built load balancer.
+        let targets = self.target_instances(spec, nodes).await?;
+        let (lb, vpc_id) = match self.owned_load_balancer(&name).await? {
+            Some(lb) if lb.scheme() == Some(&scheme(spec.internal)) => {
+                let vpc = lb.vpc_id().unwrap_or_default().to_owned();
+                (lb, vpc)
+            }
+            Some(lb) => {
+                // The scheme cannot change in place: replace the load balancer (target groups are kept).
+                self.inner
+                    .elb
+                    .delete_load_balancer()
+                    .set_load_balancer_arn(lb.load_balancer_arn().map(str::to_owned))
+                    .send()
+                    .await
+                    .map_err(|e| err(api_error("DeleteLoadBalancer", e)))?;
+                self.create_load_balancer(&name, spec).await?
+            }
+            None => self.create_load_balancer(&name, spec).await?,
+        };
+        let lb_arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
+        let attached = self.target_groups_of(&lb_arn).await.map_err(err)?;
+        let mut wanted = Vec::new();
+        for port in &spec.ports {
+            let tg = self
+                .ensure_target_group(spec, port, &vpc_id)
+                .await
+                .map_err(err)?;
+            wanted.push((
+                port.clone(),
+                tg.target_group_arn().unwrap_or_default().to_owned(),
+            ));
+        }
+        self.sync_listeners(&lb_arn, &wanted).await.map_err(err)?;
+        for (port, tg_arn) in &wanted {
+            self.sync_targets(tg_arn, port.node_port, &targets)
+                .await
+                .map_err(err)?;
+        }
+        let stale: Vec<TargetGroup> = attached
+            .into_iter()
+            .filter(|tg| {
+                !wanted
+                    .iter()
+                    .any(|(_, arn)| tg.target_group_arn() == Some(arn.as_str()))
+            })
+            .collect();
+        self.delete_owned_target_groups(&stale, &spec.service_name())
+            .await
+            .map_err(err)?;
+        if let Some(enabled) = spec.cross_zone {
+            self.inner
+                .elb
+                .modify_load_balancer_attributes()
+                .load_balancer_arn(&lb_arn)
+                .attributes(
+                    LoadBalancerAttribute::builder()
+                        .key("load_balancing.cross_zone.enabled")
+                        .value(enabled.to_string())
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| err(api_error("ModifyLoadBalancerAttributes", e)))?;
+        }
+        Ok(status_of(&lb))
+    }
+}
+
+#[async_trait]
+impl LoadBalancers for AwsCloud {
+    #[instrument(skip_all, fields(service = %service_key(service)))]
+    async fn get_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+    ) -> CloudResult<Option<LoadBalancerStatus>> {
+        let _ = cluster_name;
+        let lb = self
+            .find_load_balancer(&default_load_balancer_name(service))
+            .await
+            .map_err(|e| self.cloud_error(e))?;
+        Ok(lb.as_ref().map(status_of))
+    }
+
+    #[instrument(skip_all, fields(service = %service_key(service), nodes = nodes.len()))]
+    async fn ensure_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+        nodes: &[Node],
+    ) -> CloudResult<LoadBalancerStatus> {
+        let _ = cluster_name;
+        match plan(service)? {
+            Plan::Elsewhere(why) => Err(CloudError::ImplementedElsewhere(why)),
+            Plan::Nlb(spec) => self.ensure(service, &spec, nodes).await,
+        }
+    }
+
+    /// Only the targets: one `DescribeTargetGroups` and per target group one `DescribeTargetHealth` plus the
+    /// (de)registrations the diff needs.
+    #[instrument(skip_all, fields(service = %service_key(service), nodes = nodes.len()))]
+    async fn update_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+        nodes: &[Node],
+    ) -> CloudResult<()> {
+        let _ = cluster_name;
+        let spec = match plan(service)? {
+            Plan::Elsewhere(why) => return Err(CloudError::ImplementedElsewhere(why)),
+            Plan::Nlb(spec) => spec,
+        };
+        let name = default_load_balancer_name(service);
+        let lb = self
+            .owned_load_balancer(&name)
+            .await?
+            .ok_or_else(|| CloudError::not_found("load balancer", name))?;
+        let targets = self.target_instances(&spec, nodes).await?;
+        let groups = self
+            .target_groups_of(lb.load_balancer_arn().unwrap_or_default())
+            .await
+            .map_err(|e| self.cloud_error(e))?;
+        for tg in &groups {
+            let (Some(arn), Some(port)) = (tg.target_group_arn(), tg.port()) else {
+                continue;
+            };
+            self.sync_targets(arn, port, &targets)
+                .await
+                .map_err(|e| self.cloud_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the NLB (its listeners go with it) when this cluster owns it, then every target group owned by this
+    /// cluster for this Service — attached or left over from an interrupted ensure. Never parses annotations, so a
+    /// Service with invalid ones can still be cleaned up.
+    #[instrument(skip_all, fields(service = %service_key(service)))]
+    async fn ensure_load_balancer_deleted(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+    ) -> CloudResult<()> {
+        let _ = cluster_name;
+        let err = |e| self.cloud_error(e);
+        let name = default_load_balancer_name(service);
+        let service_name = service_key(service);
+        let mut groups = Vec::new();
+        match self.owned_load_balancer(&name).await {
+            Ok(Some(lb)) => {
+                let arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
+                groups.extend(self.target_groups_of(&arn).await.map_err(err)?);
+                self.inner
+                    .elb
+                    .delete_load_balancer()
+                    .load_balancer_arn(&arn)
+                    .send()
+                    .await
+                    .map_err(|e| err(api_error("DeleteLoadBalancer", e)))?;
+            }
+            Ok(None) => {}
+            // Someone else's load balancer under our name: leave it, but still clean up our target groups.
+            Err(CloudError::InvalidInput { message, .. }) => {
+                warn!(%message, "load balancer not deleted")
+            }
+            Err(e) => return Err(e),
+        }
+        let (namespace, svc) = service_name.split_once('/').unwrap_or_default();
+        groups.extend(
+            self.target_groups_named(&target_group_prefix(namespace, svc))
+                .await
+                .map_err(err)?,
+        );
+        self.delete_owned_target_groups(&groups, &service_name)
+            .await
+            .map_err(err)
+    }
+}

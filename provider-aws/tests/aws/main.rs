@@ -1,0 +1,10 @@
+//! provider-aws against moto's server: one test binary (the AWS SDK makes linking expensive), one moto per test.
+
+mod common;
+mod config;
+mod conformance;
+mod instances;
+mod load_balancers;
+mod node_groups;
+mod routes;
+mod throttling;
