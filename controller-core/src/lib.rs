@@ -40,6 +40,7 @@
 
 pub mod cloud_node;
 mod context;
+pub mod heartbeat;
 pub mod manager;
 pub mod node_lifecycle;
 pub mod route;
