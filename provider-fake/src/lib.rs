@@ -86,6 +86,7 @@ mod config;
 mod error;
 mod faults;
 mod method;
+mod pods;
 mod state;
 
 pub use calls::{Call, CallOutcome};
@@ -94,6 +95,7 @@ pub use config::{CapabilitySwitches, FakeConfig, LatencyConfig, register, regist
 pub use error::FakeError;
 pub use faults::{FaultKind, RateLimit};
 pub use method::{Method, UnknownMethod};
+pub use pods::{FakeVirtualNode, PodBehaviour};
 pub use state::instances::{FakeInstance, FakeInstanceInfo, FakeInstanceState};
 pub use state::load_balancers::{FakeLoadBalancer, FakeLoadBalancerPort};
 pub use state::node_group_spec::{

@@ -45,10 +45,7 @@ pub(crate) enum Outcome {
         status: Option<Result<Vec<NodeCondition>, WriteError>>,
     },
     /// The Lease write failed (the cached Lease, if still valid, is returned for the next try).
-    LeaseFailed {
-        error: WriteError,
-        conflicted: bool,
-    },
+    LeaseFailed { error: WriteError, conflicted: bool },
 }
 
 pub(crate) struct Clients {

@@ -56,7 +56,14 @@ pub(crate) fn merged(base: &[NodeCondition], overrides: &[NodeCondition]) -> Vec
 
 /// Whether two condition lists differ in anything but timestamps.
 pub(crate) fn changed(posted: &[NodeCondition], desired: &[NodeCondition]) -> bool {
-    let key = |c: &NodeCondition| (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone());
+    let key = |c: &NodeCondition| {
+        (
+            c.type_.clone(),
+            c.status.clone(),
+            c.reason.clone(),
+            c.message.clone(),
+        )
+    };
     posted.len() != desired.len() || posted.iter().zip(desired).any(|(a, b)| key(a) != key(b))
 }
 
