@@ -9,6 +9,8 @@
 //! | [`node_lifecycle`] | `cloud-node-lifecycle-controller` | deletes Nodes whose instance is gone (never on an error, never for a stopped instance); shutdown taint on and off |
 //! | [`service`] | `service-lb-controller` | load balancers for Services of type LoadBalancer: finalizer first, status only on change, cleanup, upstream's target-node rules, node-set changes fanned out to every LB at once |
 //! | [`route`] | `node-route-controller` | one route per pod CIDR inside the cluster CIDR, stale and blackhole routes deleted, bounded concurrency, `NetworkUnavailable` condition |
+//! | [`heartbeat`] | kubelet node lease + status | keeps many Nodes alive from one process: one timer queue, Lease renewed every 10 s without a GET, status on change |
+//! | [`virtual_node`] | virtual-kubelet | a Node backed by a provider: pods bound to it run in the provider, statuses flow back |
 //! | [`manager`] | `cloud-controller-manager` | runs the controllers selected with `--controllers` syntax, only while holding the leader Lease |
 //!
 //! Every controller is built on the shared [`runtime`]: one Node cache (managed fields stripped) feeding all of
@@ -47,6 +49,7 @@ pub mod route;
 pub mod runtime;
 mod selection;
 pub mod service;
+pub mod virtual_node;
 
 pub use context::{ControllerContext, NodeSource};
 pub use selection::{ControllerKind, ControllerSelection, SelectionError};
