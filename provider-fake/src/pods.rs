@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -48,7 +48,16 @@ struct Pods {
     node: String,
     pods: Mutex<BTreeMap<String, Pod>>,
     behaviour: Mutex<PodBehaviour>,
-    notify: broadcast::Sender<Pod>,
+    /// Made at the first subscription: a node nobody listens to (thousands in a benchmark) costs no channel.
+    notify: OnceLock<broadcast::Sender<Pod>>,
+}
+
+impl Pods {
+    fn notify(&self, pod: Pod) {
+        if let Some(sender) = self.notify.get() {
+            let _ = sender.send(pod);
+        }
+    }
 }
 
 /// One virtual node of a [`FakeCloud`], implementing
@@ -107,14 +116,13 @@ fn now() -> Time {
 impl FakeCloud {
     /// A new virtual node named `node` backed by this cloud (its faults, latency and call log).
     pub fn virtual_node(&self, node: &str) -> FakeVirtualNode {
-        let (notify, _) = broadcast::channel(1024);
         FakeVirtualNode {
             cloud: self.clone(),
             inner: Arc::new(Pods {
                 node: node.to_owned(),
                 pods: Mutex::new(BTreeMap::new()),
                 behaviour: Mutex::new(PodBehaviour::default()),
-                notify,
+                notify: OnceLock::new(),
             }),
         }
     }
@@ -161,7 +169,7 @@ impl FakeVirtualNode {
         };
         match updated {
             Some(pod) => {
-                let _ = self.inner.notify.send(pod);
+                self.inner.notify(pod);
                 true
             }
             None => false,
@@ -221,7 +229,7 @@ impl FakeVirtualNode {
         };
         match updated {
             Some(pod) => {
-                let _ = self.inner.notify.send(pod);
+                self.inner.notify(pod);
                 true
             }
             None => false,
@@ -370,7 +378,7 @@ impl PodLifecycle for FakeVirtualNode {
             })
             .await?;
         if let Some(stored) = created {
-            let _ = self.inner.notify.send(stored);
+            self.inner.notify(stored);
             let behaviour = lock(&self.inner.behaviour).clone();
             self.schedule(key, pod.metadata.uid.clone(), behaviour);
         }
@@ -404,7 +412,7 @@ impl PodLifecycle for FakeVirtualNode {
             if !is_terminal(&gone) {
                 gone.status = Some(terminated_status(&gone, 0, Some("ProviderPodDeleted")));
             }
-            let _ = self.inner.notify.send(gone);
+            self.inner.notify(gone);
         }
         Ok(())
     }
@@ -441,7 +449,11 @@ impl PodLifecycle for FakeVirtualNode {
 
 impl PodNotifier for FakeVirtualNode {
     fn notify_pods(&self) -> BoxStream<'static, Pod> {
-        let receiver = self.inner.notify.subscribe();
+        let receiver = self
+            .inner
+            .notify
+            .get_or_init(|| broadcast::channel(256).0)
+            .subscribe();
         Box::pin(stream::unfold(receiver, |mut receiver| async move {
             loop {
                 match receiver.recv().await {
