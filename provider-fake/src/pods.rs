@@ -199,7 +199,7 @@ impl FakeVirtualNode {
         let this = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(behaviour.start_delay).await;
-            if !this.transition(&key, &uid, |pod| running_status(pod)) {
+            if !this.transition(&key, &uid, running_status) {
                 return;
             }
             if let Some(run_for) = behaviour.run_for {

@@ -39,7 +39,7 @@ pub(crate) enum Outcome {
     PingFailed(CloudError),
     /// The Lease was written.
     Renewed {
-        lease: Lease,
+        lease: Box<Lease>,
         conflicted: bool,
         /// The status post, if one was due.
         status: Option<Result<Vec<NodeCondition>, WriteError>>,
@@ -109,7 +109,7 @@ pub(crate) async fn beat(clients: &Clients, job: Job) -> Outcome {
         None => None,
     };
     Outcome::Renewed {
-        lease,
+        lease: Box::new(lease),
         conflicted,
         status,
     }

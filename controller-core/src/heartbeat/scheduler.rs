@@ -238,7 +238,7 @@ impl Scheduler {
                     self.metrics.missed_renewals.inc();
                     warn!(node = %name, late = ?(now - node.due), "Lease renewal missed its deadline");
                 }
-                node.lease = Some(lease);
+                node.lease = Some(*lease);
                 node.failures = 0;
                 match status {
                     Some(Ok(posted)) => {
