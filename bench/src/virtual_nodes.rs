@@ -42,6 +42,9 @@ pub struct Args {
     /// `leaseDurationSeconds` for both (renewed every quarter of it).
     #[arg(long, default_value_t = 40)]
     pub lease_seconds: u64,
+    /// Lease and status writes our heartbeat keeps in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrent_writes: usize,
     /// How long registration may take before the row fails.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub setup_timeout: Duration,
@@ -269,6 +272,8 @@ fn spawn_process(
                 "rs".into(),
                 "--lease-seconds".into(),
                 args.lease_seconds.to_string().into(),
+                "--max-concurrent-writes".into(),
+                args.max_concurrent_writes.to_string().into(),
             ];
             candidate::spawn("agent", &me, &argv, &log, events)
         }
@@ -452,7 +457,7 @@ fn section(args: &Args, rows: &[Row]) -> String {
         "One process keeping N nodes alive through their Leases in `kube-node-lease` \
          (`leaseDurationSeconds={lease}`, renewed every {interval:.0} s plus up to 4 % jitter): our \
          `controller_core::heartbeat` driving N fake-provider virtual nodes on **one thread** (`bench heartbeat-agent`; \
-         one timer queue, at most 64 writes in flight, one PUT per renewal) vs kwok v0.8.0 (built from Go modules, \
+         one timer queue, at most {inflight} writes in flight, one PUT per renewal) vs kwok v0.8.0 (built from Go modules, \
          its default stages) managing N Nodes with the same Lease duration. Each row has a fresh etcd + \
          kube-apiserver on the same machine; after every Lease exists and a {warmup:?} warm-up, the window of \
          {window:?} is measured.\n\n\
@@ -469,6 +474,7 @@ fn section(args: &Args, rows: &[Row]) -> String {
         warmup = args.warmup,
         window = args.window,
         gap = 2.0 * interval,
+        inflight = args.max_concurrent_writes,
     );
     s.push_str("| implementation | nodes | CPU (cores) | RSS MiB (peak) | Lease writes/s (expected) | missed renewals | max gap s | nodes Ready | setup s |\n");
     s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");

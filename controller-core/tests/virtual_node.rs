@@ -11,7 +11,7 @@ use controller_core::virtual_node::{
     LABEL_TYPE, NODE_TYPE, REASON_PROVIDER_FAILED, TAINT_PROVIDER, VirtualNode, VirtualNodeConfig,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, Toleration};
+use k8s_openapi::api::core::v1::{Container, Node, NodeCondition, Pod, PodSpec, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, PostParams};
 use provider_fake::{FakeCloud, FaultKind, Method};
@@ -309,6 +309,36 @@ async fn lease_advances_while_ping_succeeds_and_stops_when_it_fails() {
     let node = nodes.get("vk-2").await.expect("node");
     assert_eq!(condition_status(&node, "Ready").as_deref(), Some("True"));
     assert!(heartbeat.metrics().renewals.get() >= 4);
+
+    // A condition reported by the provider is posted at the next renewal.
+    let posted_before = heartbeat.metrics().status_updates.get();
+    heartbeat.set_conditions(
+        "vk-2",
+        vec![NodeCondition {
+            type_: "MemoryPressure".into(),
+            status: "True".into(),
+            reason: Some("ProviderMemoryLow".into()),
+            message: Some("the backend is short of memory".into()),
+            ..NodeCondition::default()
+        }],
+    );
+    let after_change = eventually(WAIT, "a status post after the change", || async {
+        let n = heartbeat.metrics().status_updates.get();
+        (n > posted_before).then_some(n)
+    })
+    .await;
+    let node = nodes.get("vk-2").await.expect("node");
+    assert_eq!(
+        condition_status(&node, "MemoryPressure").as_deref(),
+        Some("True")
+    );
+    // Unchanged conditions are not posted again within the report period, while the Lease keeps advancing.
+    let renewals = heartbeat.metrics().renewals.get();
+    eventually(WAIT, "three more renewals", || async {
+        (heartbeat.metrics().renewals.get() >= renewals + 3).then_some(())
+    })
+    .await;
+    assert_eq!(heartbeat.metrics().status_updates.get(), after_change);
 
     // The provider stops answering pings: no more Lease writes.
     cloud.fail_always_for(Method::Ping, "vk-2", FaultKind::Transient);
