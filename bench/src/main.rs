@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run -p bench --release -- leader-election [--rounds 5] [--candidates 3] [--window 60s] [--out docs/benchmarks.md]
+//! cargo run -p bench --release -- virtual-nodes [--nodes 1000,5000,10000] [--impls rust,kwok] [--window 60s]
 //! ```
 //!
 //! Every child process is killed when the benchmark ends, fails, panics or is interrupted (kill on drop, explicit
@@ -10,8 +11,10 @@
 
 mod audit;
 mod candidate;
+mod heartbeat_agent;
 mod leader_election;
 mod report;
+mod virtual_nodes;
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +34,12 @@ enum Command {
     /// Lease leader election: our lease-election crate vs client-go's tools/leaderelection (failover times and
     /// API load, measured against one real kube-apiserver with an audit log).
     LeaderElection(leader_election::Args),
+    /// Virtual nodes: one process keeping N nodes alive (our heartbeat on one thread vs kwok), CPU, RSS, Lease
+    /// writes/s and missed renewals.
+    VirtualNodes(virtual_nodes::Args),
+    /// The measured process of `virtual-nodes` (started by it).
+    #[command(hide = true)]
+    HeartbeatAgent(heartbeat_agent::AgentArgs),
 }
 
 fn main() -> Result<()> {
@@ -55,6 +64,8 @@ fn main() -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::LeaderElection(args) => leader_election::run(args).await,
+        Command::VirtualNodes(args) => virtual_nodes::run(args).await,
+        Command::HeartbeatAgent(args) => heartbeat_agent::run(args).await,
     }
 }
 

@@ -454,7 +454,7 @@ fn merge(old: &str, header: &str, title: &str, section: &str) -> String {
 }
 
 /// Now as `YYYY-MM-DD HH:MM`.
-fn utc_now() -> String {
+pub fn utc_now() -> String {
     let secs = crate::candidate::wall_us() / 1_000_000;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.

@@ -60,6 +60,7 @@ mod provider;
 mod provider_id;
 mod registry;
 mod routes;
+mod virtual_node;
 mod zones;
 
 #[cfg(feature = "conformance")]
@@ -77,6 +78,7 @@ pub use provider::{Capabilities, CloudProvider};
 pub use provider_id::{PROVIDER_ID_FIELD, ProviderId, node_provider_id};
 pub use registry::{NO_PROVIDER_NAMES, ProviderRegistry, RegistryError};
 pub use routes::{Route, Routes};
+pub use virtual_node::{NodeProvider, PodLifecycle, PodNotifier, VirtualNodeProvider};
 pub use zones::{Clusters, Zone, Zones};
 
 // Re-exported so provider crates implement the traits with the same macro version.

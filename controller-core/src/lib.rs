@@ -10,6 +10,8 @@
 //! | [`service`] | `service-lb-controller` | load balancers for Services of type LoadBalancer: finalizer first, status only on change, cleanup, upstream's target-node rules, node-set changes fanned out to every LB at once |
 //! | [`route`] | `node-route-controller` | one route per pod CIDR inside the cluster CIDR, stale and blackhole routes deleted, bounded concurrency, `NetworkUnavailable` condition |
 //! | [`node_pool`] | (cluster-autoscaler / Karpenter) | on-demand nodes: the `NodePool` CRD; launches node-group instances for unschedulable pods, labels and taints their Nodes, times out launch / registration / initialization, removes empty nodes |
+//! | [`heartbeat`] | kubelet node lease + status | keeps many Nodes alive from one process: one timer queue, Lease renewed every 10 s without a GET, status on change |
+//! | [`virtual_node`] | virtual-kubelet | a Node backed by a provider: pods bound to it run in the provider, statuses flow back |
 //! | [`manager`] | `cloud-controller-manager` | runs the controllers selected with `--controllers` syntax, only while holding the leader Lease |
 //!
 //! Every controller is built on the shared [`runtime`]: one Node cache (managed fields stripped) feeding all of
@@ -41,6 +43,7 @@
 
 pub mod cloud_node;
 mod context;
+pub mod heartbeat;
 pub mod manager;
 pub mod node_lifecycle;
 pub mod node_pool;
@@ -48,6 +51,7 @@ pub mod route;
 pub mod runtime;
 mod selection;
 pub mod service;
+pub mod virtual_node;
 
 pub use context::{ControllerContext, NodeSource};
 pub use selection::{ControllerKind, ControllerSelection, SelectionError};

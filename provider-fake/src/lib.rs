@@ -89,6 +89,7 @@ mod error;
 mod faults;
 mod local_lb;
 mod method;
+mod pods;
 mod state;
 
 pub use calls::{Call, CallOutcome};
@@ -98,6 +99,7 @@ pub use error::FakeError;
 pub use faults::{FaultKind, RateLimit};
 pub use local_lb::LocalLoadBalancers;
 pub use method::{Method, UnknownMethod};
+pub use pods::{FakeVirtualNode, PodBehaviour};
 pub use state::instances::{FakeInstance, FakeInstanceInfo, FakeInstanceState};
 pub use state::load_balancers::{FakeLoadBalancer, FakeLoadBalancerPort};
 pub use state::node_group_spec::{

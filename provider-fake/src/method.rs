@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 /// | [`CreateRoute`](Method::CreateRoute), [`DeleteRoute`](Method::DeleteRoute) | the destination CIDR, e.g. `10.244.1.0/24` |
 /// | [`ZoneByProviderId`](Method::ZoneByProviderId) / [`ZoneByNodeName`](Method::ZoneByNodeName) | the provider ID / node name |
 /// | node group methods taking a group id | the group id |
+/// | pod methods | `<namespace>/<name>` of the pod; [`GetPods`](Method::GetPods) and [`Ping`](Method::Ping): the virtual node's name |
 /// | [`Initialize`](Method::Initialize), [`Zone`](Method::Zone), [`ListClusters`](Method::ListClusters), [`NodeGroups`](Method::NodeGroups) | empty |
 ///
 /// In configuration files methods are written in snake_case, like the trait methods (`ensure_load_balancer`).
@@ -88,11 +89,25 @@ pub enum Method {
     NodeGroupInstances,
     /// `NodeGroups::template_node`
     TemplateNode,
+    /// `PodLifecycle::create_pod`
+    CreatePod,
+    /// `PodLifecycle::update_pod`
+    UpdatePod,
+    /// `PodLifecycle::delete_pod`
+    DeletePod,
+    /// `PodLifecycle::get_pod`
+    GetPod,
+    /// `PodLifecycle::get_pod_status`
+    GetPodStatus,
+    /// `PodLifecycle::get_pods`
+    GetPods,
+    /// `NodeProvider::ping`
+    Ping,
 }
 
 impl Method {
     /// Every method, in declaration order.
-    pub const ALL: [Method; 25] = [
+    pub const ALL: [Method; 32] = [
         Method::Initialize,
         Method::InstanceExists,
         Method::InstanceShutdown,
@@ -118,6 +133,13 @@ impl Method {
         Method::DecreaseTargetSize,
         Method::NodeGroupInstances,
         Method::TemplateNode,
+        Method::CreatePod,
+        Method::UpdatePod,
+        Method::DeletePod,
+        Method::GetPod,
+        Method::GetPodStatus,
+        Method::GetPods,
+        Method::Ping,
     ];
 
     /// The snake_case name, as in configuration files and the trait (`ensure_load_balancer`).
@@ -148,6 +170,13 @@ impl Method {
             Method::DecreaseTargetSize => "decrease_target_size",
             Method::NodeGroupInstances => "node_group_instances",
             Method::TemplateNode => "template_node",
+            Method::CreatePod => "create_pod",
+            Method::UpdatePod => "update_pod",
+            Method::DeletePod => "delete_pod",
+            Method::GetPod => "get_pod",
+            Method::GetPodStatus => "get_pod_status",
+            Method::GetPods => "get_pods",
+            Method::Ping => "ping",
         }
     }
 
@@ -177,6 +206,13 @@ impl Method {
             | Method::DecreaseTargetSize
             | Method::NodeGroupInstances
             | Method::TemplateNode => "node group",
+            Method::CreatePod
+            | Method::UpdatePod
+            | Method::DeletePod
+            | Method::GetPod
+            | Method::GetPodStatus
+            | Method::GetPods => "pod",
+            Method::Ping => "virtual node",
         }
     }
 }

@@ -1,0 +1,180 @@
+//! A virtual node (virtual-kubelet style): a Node whose pods run in a provider instead of on a kubelet.
+//!
+//! ```text
+//! virtual-node --kubeconfig DIR/kubeconfig --provider fake --nodename vk-1 \
+//!     --node-labels team=a --register-with-taints dedicated=vk:NoSchedule --metrics-addr 127.0.0.1:10255
+//! ```
+//!
+//! Pods need a toleration of `virtual-kubelet.io/provider=<provider>:NoSchedule` (unless `--disable-taint`) and
+//! usually a nodeSelector (`type: virtual-kubelet`). SIGTERM/Ctrl-C stops it; the Node stays and its Lease expires.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use cloudprovider_api::VirtualNodeProvider;
+use controller_core::heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatMetrics};
+use controller_core::runtime::{EventPublisher, RuntimeMetrics, Shutdown};
+use controller_core::virtual_node::{VirtualNode, VirtualNodeConfig};
+use k8s_openapi::api::core::v1::Taint;
+use kube_cloud_examples::{Endpoints, init_tracing, kube_client, serve, shutdown_signal};
+use prometheus_client::registry::Registry;
+
+#[derive(Parser, Debug)]
+#[command(about = "A virtual node: pods bound to it run in a provider")]
+struct Args {
+    /// Path to a kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The provider (compiled in by cargo feature): `fake`.
+    #[arg(long, default_value = "fake")]
+    provider: String,
+    /// The Node's name.
+    #[arg(long, env = "DEFAULT_NODE_NAME", default_value = "virtual-kubelet")]
+    nodename: String,
+    /// Extra node labels, `key=value,...` (the kubelet's flag).
+    #[arg(long = "node-labels", value_delimiter = ',')]
+    node_labels: Vec<String>,
+    /// Extra taints, `key=value:Effect,...` (the kubelet's flag).
+    #[arg(long = "register-with-taints", value_delimiter = ',')]
+    taints: Vec<String>,
+    /// Do not add the `virtual-kubelet.io/provider` taint.
+    #[arg(long = "disable-taint")]
+    disable_taint: bool,
+    /// Pods reconciled at once.
+    #[arg(long = "pod-sync-workers", default_value_t = 10)]
+    pod_sync_workers: u16,
+    /// `leaseDurationSeconds` of the node Lease (renewed every quarter of it).
+    #[arg(long = "node-lease-duration-seconds", default_value_t = 40)]
+    lease_seconds: u64,
+    /// Post node status at least this often.
+    #[arg(long = "node-status-report-frequency", default_value = "5m", value_parser = humantime::parse_duration)]
+    status_report_frequency: Duration,
+    /// Address for /healthz, /readyz and /metrics (omit to serve nothing).
+    #[arg(long = "metrics-addr")]
+    metrics_addr: Option<SocketAddr>,
+}
+
+fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => bail!("--node-labels: {item:?} is not key=value"),
+        })
+        .collect()
+}
+
+fn parse_taints(items: &[String]) -> anyhow::Result<Vec<Taint>> {
+    items
+        .iter()
+        .map(|item| {
+            let (key_value, effect) = item
+                .rsplit_once(':')
+                .with_context(|| format!("--register-with-taints: {item:?} is not key[=value]:Effect"))?;
+            if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+                bail!("--register-with-taints: {item:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute");
+            }
+            let (key, value) = match key_value.split_once('=') {
+                Some((k, v)) => (k, Some(v.to_owned())),
+                None => (key_value, None),
+            };
+            if key.is_empty() {
+                bail!("--register-with-taints: {item:?} has an empty key");
+            }
+            Ok(Taint {
+                key: key.to_owned(),
+                value,
+                effect: effect.to_owned(),
+                time_added: None,
+            })
+        })
+        .collect()
+}
+
+fn provider(name: &str, node: &str) -> anyhow::Result<Arc<dyn VirtualNodeProvider>> {
+    match name {
+        #[cfg(feature = "fake")]
+        "fake" => Ok(Arc::new(provider_fake::FakeCloud::new().virtual_node(node))),
+        other => bail!(
+            "--provider: {other:?} is not compiled in (available: fake with the `fake` feature)"
+        ),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let args = Args::parse();
+    let mut config = VirtualNodeConfig::new(&args.nodename, &args.provider);
+    config.labels = parse_labels(&args.node_labels)?;
+    config.taints = parse_taints(&args.taints)?;
+    config.disable_taint = args.disable_taint;
+    config.workers = args.pod_sync_workers;
+    let provider = provider(&args.provider, &args.nodename)?;
+
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let mut registry = Registry::default();
+    let heartbeat_metrics = HeartbeatMetrics::register(&mut registry);
+    let runtime_metrics = RuntimeMetrics::register(&mut registry);
+    let (trigger, shutdown) = Shutdown::new();
+    let heartbeat = Heartbeat::start_with_metrics(
+        client.clone(),
+        HeartbeatConfig {
+            lease_duration: Duration::from_secs(args.lease_seconds),
+            status_report_frequency: args.status_report_frequency,
+            ..HeartbeatConfig::default()
+        },
+        heartbeat_metrics,
+        shutdown.clone(),
+    )?;
+    if let Some(addr) = args.metrics_addr {
+        let endpoints = Endpoints {
+            registry: Arc::new(registry),
+            healthz: vec![],
+            readyz: vec![],
+        };
+        serve(addr, endpoints).await?;
+    }
+    let node = VirtualNode::new(
+        client.clone(),
+        config,
+        provider,
+        heartbeat,
+        EventPublisher::new(client, "virtual-kubelet", Some(args.nodename.clone())),
+        runtime_metrics,
+    );
+    let run = tokio::spawn(node.run(shutdown));
+    shutdown_signal().await;
+    trigger.trigger();
+    run.await.context("virtual node task")??;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_bad_values_name_the_flag() {
+        let labels = parse_labels(&["a=b".into(), "c=".into()]).unwrap_or_default();
+        assert_eq!(labels.get("a").map(String::as_str), Some("b"));
+        assert_eq!(labels.get("c").map(String::as_str), Some(""));
+        let err = parse_labels(&["nolabel".into()])
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("--node-labels")));
+        let taints =
+            parse_taints(&["k=v:NoExecute".into(), "only:NoSchedule".into()]).unwrap_or_default();
+        assert_eq!(taints.len(), 2);
+        assert_eq!(taints[1].value, None);
+        let err = parse_taints(&["k=v:Sometimes".into()])
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("--register-with-taints")));
+    }
+}
