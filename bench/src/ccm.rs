@@ -216,8 +216,17 @@ impl Env {
         })
     }
 
-    /// Starts `side`'s CCM with `controllers` (upstream names) and `workers`.
-    pub fn spawn_ccm(&self, side: Side, run: &str, controllers: &str, workers: u16) -> Result<Ccm> {
+    /// Starts `side`'s CCM with `controllers` (upstream names) and `workers`. `trace_lb_updates` turns on
+    /// provider-fake's call trace in ours (the source of its load-balancer update lines; off otherwise, as
+    /// formatting a line per call costs CPU upstream's side does not spend).
+    pub fn spawn_ccm(
+        &self,
+        side: Side,
+        run: &str,
+        controllers: &str,
+        workers: u16,
+        trace_lb_updates: bool,
+    ) -> Result<Ccm> {
         let kubeconfig = self
             .kubeconfigs
             .get(&side)
@@ -232,8 +241,9 @@ impl Env {
         } else {
             (
                 &self.rust_bin,
+                // The default address pool is a /24: too small for thousands of load balancers.
                 format!(
-                    "autoCreateInstances: true\nlatency: {{ globalMs: {} }}\n",
+                    "autoCreateInstances: true\nloadBalancerIpPool: 198.18.0.0/15\nlatency: {{ globalMs: {} }}\n",
                     c.latency_ms
                 ),
             )
@@ -255,7 +265,7 @@ impl Env {
             args.push("--configure-cloud-routes=false".into());
         }
         let log = self.work.join(format!("ccm-{run}.log"));
-        Ccm::spawn(program, &args, &log, !side.is_go())
+        Ccm::spawn(program, &args, &log, !side.is_go() && trace_lb_updates)
     }
 
     pub fn nodes(&self) -> Api<Node> {
@@ -499,14 +509,14 @@ pub struct Ccm {
 }
 
 impl Ccm {
-    fn spawn(program: &Path, args: &[OsString], log: &Path, rust: bool) -> Result<Ccm> {
+    fn spawn(program: &Path, args: &[OsString], log: &Path, trace_calls: bool) -> Result<Ccm> {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if rust {
+        if trace_calls {
             cmd.env("RUST_LOG", "info,kube=warn,provider_fake::cloud=trace");
         }
         die_with_parent(&mut cmd);
@@ -561,6 +571,30 @@ impl Ccm {
                 .ok_or_else(|| anyhow!("no {name} in /proc/{}/status", self.pid))
         };
         Ok((field("VmHWM:")?, field("VmRSS:")?))
+    }
+
+    /// CPU time (user + system) the process has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .context("reading /proc/<pid>/stat")?;
+        // Fields after the parenthesised command name start at field 3 (state); utime and stime are 14 and 15.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .ok_or_else(|| anyhow!("unexpected /proc/<pid>/stat"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<f64> {
+            Ok(fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| anyhow!("no field {} in /proc/<pid>/stat", i + 3))? as f64)
+        };
+        // SAFETY: sysconf has no preconditions.
+        let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+            n if n > 0 => n as f64,
+            _ => 100.0,
+        };
+        Ok((ticks(11)? + ticks(12)?) / hz)
     }
 
     /// Drops the updates received so far.

@@ -165,6 +165,8 @@ struct Agg {
     fanout_done: usize,
     requests: Option<f64>,
     verbs: BTreeMap<String, u64>,
+    /// CPU seconds of the CCM per object.
+    cpu_ms_per_object: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -227,6 +229,11 @@ fn aggregate(side: Side, measured: &[Timed], audit: Option<&AuditCounts>) -> Opt
         fanout_done: runs.iter().map(|m| m.fanout_done).sum(),
         requests,
         verbs,
+        cpu_ms_per_object: runs
+            .iter()
+            .map(|m| m.cpu_s)
+            .sum::<Option<f64>>()
+            .map(|cpu| cpu * 1000.0 / runs.iter().map(|m| m.of).sum::<usize>().max(1) as f64),
     })
 }
 
@@ -318,6 +325,9 @@ fn timed_table(
         &format!("API requests per {per} (audit log)"),
         &|a: &Agg| a.requests.map_or("–".into(), |r| format!("{r:.2}")),
     );
+    row(s, &format!("CCM CPU time per {per} (/proc/<pid>/stat)"), &|a: &Agg| {
+        a.cpu_ms_per_object.map_or("–".into(), |v| format!("{v:.2} ms"))
+    });
     row(s, &format!("{per}s done / created"), &|a: &Agg| {
         format!("{}/{}", a.done, a.of)
     });

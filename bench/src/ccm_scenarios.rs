@@ -68,6 +68,8 @@ pub struct Timed {
     /// Node fan-out (load balancers only): node created → every load balancer updated with it.
     pub fanout: Option<Duration>,
     pub fanout_done: usize,
+    /// CPU seconds the CCM used during the window.
+    pub cpu_s: Option<f64>,
 }
 
 impl Timed {
@@ -81,6 +83,7 @@ impl Timed {
             window: Window::open(),
             fanout: None,
             fanout_done: 0,
+            cpu_s: None,
         }
     }
 
@@ -183,7 +186,7 @@ async fn node_init_side(env: &Env, side: Side, round: usize, n: usize) -> Result
     let mut ccm = match side {
         Side::Ceiling => None,
         _ => {
-            let mut ccm = env.spawn_ccm(side, &run, "cloud-node", side.workers(c))?;
+            let mut ccm = env.spawn_ccm(side, &run, "cloud-node", side.workers(c), false)?;
             let name = format!("{run}-canary");
             api.create(&Default::default(), &ccm::node(&name, &run, true, None))
                 .await
@@ -195,6 +198,7 @@ async fn node_init_side(env: &Env, side: Side, round: usize, n: usize) -> Result
     let names: Vec<String> = (0..n).map(|i| format!("{run}-{i:05}")).collect();
     let wanted: HashSet<String> = names.iter().cloned().collect();
     let mut m = Timed::new(side, n);
+    let cpu_before = ccm.as_ref().and_then(|c| c.cpu_seconds().ok());
     let deadline = deadline(c);
     let burst = async {
         if side == Side::Ceiling {
@@ -212,6 +216,7 @@ async fn node_init_side(env: &Env, side: Side, round: usize, n: usize) -> Result
     m.measure(&created?, &reached);
     if let Some(mut ccm) = ccm.take() {
         ccm.check_running()?;
+        m.cpu_s = cpu_before.zip(ccm.cpu_seconds().ok()).map(|(a, b)| b - a);
         ccm.stop().await;
     }
     env.delete_nodes(&run).await?;
@@ -303,7 +308,7 @@ async fn load_balancers_side(
     env.create_all(&env.nodes(), nodes).await?;
     let api = env.services();
     let mut watch = Reached::watch(api.clone(), &run, has_address).await?;
-    let mut ccm = env.spawn_ccm(side, &run, "service", side.workers(c))?;
+    let mut ccm = env.spawn_ccm(side, &run, "service", side.workers(c), true)?;
     let name = format!("{run}-canary");
     api.create(&Default::default(), &ccm::service(&name, &run, true))
         .await
@@ -315,6 +320,7 @@ async fn load_balancers_side(
         .collect();
     let wanted: HashSet<String> = names.iter().cloned().collect();
     let mut m = Timed::new(side, args.services);
+    let cpu_before = ccm.cpu_seconds().ok();
     let services = names.iter().map(|n| ccm::service(n, &run, true)).collect();
     let (created, reached) = tokio::join!(
         env.create_all(&api, services),
@@ -357,6 +363,7 @@ async fn load_balancers_side(
     }
     m.window.close();
     ccm.check_running()?;
+    m.cpu_s = cpu_before.zip(ccm.cpu_seconds().ok()).map(|(a, b)| b - a);
     ccm.stop().await;
     env.delete_services(&run).await?;
     env.delete_nodes(&run).await?;
@@ -415,7 +422,7 @@ pub async fn memory(args: MemoryArgs) -> Result<()> {
 
 async fn memory_side(env: &Env, side: Side, round: usize, settle: Duration) -> Result<Rss> {
     // All controllers at their defaults (1 worker each), as a CCM would be deployed.
-    let mut ccm = env.spawn_ccm(side, &format!("mem-{}-{round}", side.key()), "*", 1)?;
+    let mut ccm = env.spawn_ccm(side, &format!("mem-{}-{round}", side.key()), "*", 1, false)?;
     tokio::time::sleep(settle).await;
     ccm.check_running()?;
     let (peak_kib, current_kib) = ccm.rss_kib()?;
