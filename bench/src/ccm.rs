@@ -587,7 +587,8 @@ impl Ccm {
             Ok(fields
                 .get(i)
                 .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| anyhow!("no field {} in /proc/<pid>/stat", i + 3))? as f64)
+                .ok_or_else(|| anyhow!("no field {} in /proc/<pid>/stat", i + 3))?
+                as f64)
         };
         // SAFETY: sysconf has no preconditions.
         let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {

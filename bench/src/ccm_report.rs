@@ -167,6 +167,8 @@ struct Agg {
     verbs: BTreeMap<String, u64>,
     /// CPU seconds of the CCM per object.
     cpu_ms_per_object: Option<f64>,
+    /// Median creation burst.
+    burst: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -229,6 +231,12 @@ fn aggregate(side: Side, measured: &[Timed], audit: Option<&AuditCounts>) -> Opt
         fanout_done: runs.iter().map(|m| m.fanout_done).sum(),
         requests,
         verbs,
+        burst: median(
+            runs.iter()
+                .filter_map(|m| m.burst)
+                .map(|d| d.as_secs_f64())
+                .collect(),
+        ),
         cpu_ms_per_object: runs
             .iter()
             .map(|m| m.cpu_s)
@@ -307,7 +315,12 @@ fn timed_table(
         &format!("time until all {what} (median of rounds)"),
         &|a: &Agg| opt_secs(a.total),
     );
-    row(s, &format!("{per} per second"), &|a: &Agg| {
+    row(
+        s,
+        "benchmark's creation burst, first → last create sent",
+        &|a: &Agg| opt_secs(a.burst),
+    );
+    row(s, &format!("{per}s per second"), &|a: &Agg| {
         a.total
             .map_or("–".into(), |t| format!("{:.0}", a.per_round as f64 / t))
     });
@@ -325,9 +338,14 @@ fn timed_table(
         &format!("API requests per {per} (audit log)"),
         &|a: &Agg| a.requests.map_or("–".into(), |r| format!("{r:.2}")),
     );
-    row(s, &format!("CCM CPU time per {per} (/proc/<pid>/stat)"), &|a: &Agg| {
-        a.cpu_ms_per_object.map_or("–".into(), |v| format!("{v:.2} ms"))
-    });
+    row(
+        s,
+        &format!("CCM CPU time per {per} (/proc/<pid>/stat)"),
+        &|a: &Agg| {
+            a.cpu_ms_per_object
+                .map_or("–".into(), |v| format!("{v:.2} ms"))
+        },
+    );
     row(s, &format!("{per}s done / created"), &|a: &Agg| {
         format!("{}/{}", a.done, a.of)
     });
@@ -716,8 +734,9 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 2);
         assert!(svg.contains("t &lt;x&gt;"));
-        // x axis reaches past the largest value (2.5 s) at a round tick.
-        assert!(svg.contains(">3</text>"));
+        // Round x ticks (0.5 s apart) up to the largest value, 2.5 s.
+        assert!(svg.contains(">0.5</text>") && svg.contains(">2.5</text>"));
+        assert!(!svg.contains(">3</text>"));
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct Timed {
     pub fanout_done: usize,
     /// CPU seconds the CCM used during the window.
     pub cpu_s: Option<f64>,
+    /// First → last creation sent by the benchmark (a lower bound of `total`).
+    pub burst: Option<Duration>,
 }
 
 impl Timed {
@@ -84,6 +86,7 @@ impl Timed {
             fanout: None,
             fanout_done: 0,
             cpu_s: None,
+            burst: None,
         }
     }
 
@@ -96,6 +99,9 @@ impl Timed {
             .collect();
         let first = created.values().min();
         let last = reached.values().max();
+        self.burst = first
+            .zip(created.values().max())
+            .map(|(a, b)| b.duration_since(*a));
         if let (Some(first), Some(last), true) = (first, last, reached.len() == self.of) {
             self.total = Some(last.duration_since(*first));
         }
