@@ -525,17 +525,18 @@ pub fn load_balancers(
     }
 }
 
-pub fn memory(args: &MemoryArgs, measured: &[Rss], k8s: &str) -> Report {
+pub fn memory(args: &MemoryArgs, measured: &[Rss], audit: &AuditCounts, k8s: &str) -> Report {
     let c = &args.common;
     let mut s = format!(
         "{}\n\n{} Nodes (initialized, with a provider ID) and {} ClusterIP Services exist before each CCM starts \
-         with all controllers at their defaults (`--controllers=*`, 1 worker each); after {:?} the benchmark reads \
+         with `--controllers={}` (1 worker each); after {:?} the benchmark reads \
          `VmHWM` (peak RSS) and `VmRSS` of the process from `/proc/<pid>/status`. Services are ClusterIP so the \
          service controller caches all of them without creating thousands of load balancers first.\n\n\
          | | peak RSS (VmHWM), median | RSS at the end, median | rounds |\n|---|---:|---:|---:|\n",
         run_line(c, k8s),
         args.nodes,
         args.services,
+        args.controllers,
         args.settle
     );
     let mib = |k: f64| format!("{:.1} MiB", k / 1024.0);
@@ -569,6 +570,34 @@ pub fn memory(args: &MemoryArgs, measured: &[Rss], k8s: &str) -> Report {
         verdict(ratio.is_some_and(|r| r <= 1.0 / 3.0)),
         ratio.map_or("–".into(), |r| format!("{r:.2}"))
     );
+    // How many caches each keeps: its list and watch requests per resource (first round).
+    let _ = writeln!(
+        s,
+        "Informer traffic in the first round (list and watch requests per resource, audit log):\n\n\
+         | | ours | upstream |\n|---|---:|---:|"
+    );
+    let first = |side: Side| {
+        measured
+            .iter()
+            .find(|m| m.side == side)
+            .map(|m| audit.count(&side.user(), m.window.start_us, m.window.end_us).1)
+            .unwrap_or_default()
+    };
+    let (ours, theirs) = (first(Side::Rust), first(Side::GoDefault));
+    let keys: std::collections::BTreeSet<&String> = ours
+        .keys()
+        .chain(theirs.keys())
+        .filter(|k| k.starts_with("list ") || k.starts_with("watch "))
+        .collect();
+    for k in keys {
+        let _ = writeln!(
+            s,
+            "| `{k}` | {} | {} |",
+            ours.get(k).copied().unwrap_or(0),
+            theirs.get(k).copied().unwrap_or(0)
+        );
+    }
+    s.push('\n');
     Report {
         title: "Memory",
         body: s,

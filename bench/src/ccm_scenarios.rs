@@ -49,6 +49,9 @@ pub struct MemoryArgs {
     /// How long each CCM runs with everything cached before its peak RSS is read.
     #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
+    /// `--controllers` of both CCMs (e.g. `cloud-node` or `service` to see what each cache costs).
+    #[arg(long, default_value = "*")]
+    pub controllers: String,
     #[command(flatten)]
     pub common: Common,
 }
@@ -384,12 +387,13 @@ pub struct Rss {
     pub side: Side,
     pub peak_kib: u64,
     pub current_kib: u64,
+    pub window: Window,
 }
 
 pub async fn memory(args: MemoryArgs) -> Result<()> {
     let c = &args.common;
     let sides = [Side::Rust, Side::GoDefault];
-    let (measured, _audit, version) = with_env(c, async |env: &Env| {
+    let (measured, audit, version) = with_env(c, async |env: &Env| {
         let run = "mem";
         eprintln!(
             "bench: memory: creating {} Nodes and {} Services",
@@ -410,7 +414,7 @@ pub async fn memory(args: MemoryArgs) -> Result<()> {
         let mut measured = Vec::new();
         for round in 1..=c.rounds {
             for side in sides {
-                let m = memory_side(env, side, round, args.settle).await?;
+                let m = memory_side(env, side, round, &args).await?;
                 eprintln!(
                     "bench: memory {} round {round}: peak {} MiB",
                     side.key(),
@@ -422,14 +426,17 @@ pub async fn memory(args: MemoryArgs) -> Result<()> {
         Ok(measured)
     })
     .await?;
-    let report = ccm_report::memory(&args, &measured, &version);
+    let report = ccm_report::memory(&args, &measured, &audit, &version);
     ccm_report::publish(c, &report)
 }
 
-async fn memory_side(env: &Env, side: Side, round: usize, settle: Duration) -> Result<Rss> {
+async fn memory_side(env: &Env, side: Side, round: usize, args: &MemoryArgs) -> Result<Rss> {
     // All controllers at their defaults (1 worker each), as a CCM would be deployed.
-    let mut ccm = env.spawn_ccm(side, &format!("mem-{}-{round}", side.key()), "*", 1, false)?;
-    tokio::time::sleep(settle).await;
+    let mut window = Window::open();
+    let run = format!("mem-{}-{round}", side.key());
+    let mut ccm = env.spawn_ccm(side, &run, &args.controllers, 1, false)?;
+    tokio::time::sleep(args.settle).await;
+    window.close();
     ccm.check_running()?;
     let (peak_kib, current_kib) = ccm.rss_kib()?;
     ccm.stop().await;
@@ -437,5 +444,6 @@ async fn memory_side(env: &Env, side: Side, round: usize, settle: Duration) -> R
         side,
         peak_kib,
         current_kib,
+        window,
     })
 }
