@@ -580,7 +580,11 @@ pub fn memory(args: &MemoryArgs, measured: &[Rss], audit: &AuditCounts, k8s: &st
         measured
             .iter()
             .find(|m| m.side == side)
-            .map(|m| audit.count(&side.user(), m.window.start_us, m.window.end_us).1)
+            .map(|m| {
+                audit
+                    .count(&side.user(), m.window.start_us, m.window.end_us)
+                    .1
+            })
             .unwrap_or_default()
     };
     let (ours, theirs) = (first(Side::Rust), first(Side::GoDefault));
