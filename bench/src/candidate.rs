@@ -96,6 +96,19 @@ pub fn spawn(
         .stdout(Stdio::piped())
         .stderr(stderr)
         .kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {} as {id}", program.display()))?;
+    let Some(stdout) = child.stdout.take() else {
+        bail!("{id}: no stdout pipe");
+    };
+    tokio::spawn(read_lines(id.to_owned(), stdout, events));
+    Ok(child)
+}
+
+/// Makes the kernel kill the child (SIGKILL) when this process dies, even by SIGKILL.
+pub fn die_with_parent(cmd: &mut Command) {
     let parent = std::process::id();
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls (prctl, getppid)
     // without allocating.
@@ -111,14 +124,6 @@ pub fn spawn(
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {} as {id}", program.display()))?;
-    let Some(stdout) = child.stdout.take() else {
-        bail!("{id}: no stdout pipe");
-    };
-    tokio::spawn(read_lines(id.to_owned(), stdout, events));
-    Ok(child)
 }
 
 async fn read_lines(id: String, stdout: ChildStdout, events: UnboundedSender<Event>) {

@@ -163,12 +163,12 @@ pub async fn run(args: Args) -> Result<()> {
 
     let rust_bin = match (&args.rust_bin, impls.iter().any(|i| i.is_rust())) {
         (Some(p), _) => Some(p.clone()),
-        (None, true) => Some(build_rust_binary().await?),
+        (None, true) => Some(crate::build::rust_binary("leader-election").await?),
         (None, false) => None,
     };
     let go_bin = match (&args.go_bin, impls.contains(&Impl::ClientGo)) {
         (Some(p), _) => Some(p.clone()),
-        (None, true) => Some(build_go_binary().await?),
+        (None, true) => Some(crate::build::go_binary("leader-election").await?),
         (None, false) => None,
     };
 
@@ -237,25 +237,11 @@ async fn run_in(
 
     let ca = certificate_authority(cp.kubeconfig_path())?;
     for (id, token) in &tokens {
-        let text = format!(
-            r#"apiVersion: v1
-kind: Config
-clusters:
-- name: bench
-  cluster: {{server: "{server}", certificate-authority: "{ca}"}}
-users:
-- name: {id}
-  user: {{token: "{token}"}}
-contexts:
-- name: bench
-  context: {{cluster: bench, user: {id}}}
-current-context: bench
-"#,
-            server = cp.server_url(),
-            ca = ca,
-        );
-        std::fs::write(kubeconfigs.join(format!("{id}.yaml")), text)
-            .context("writing a kubeconfig")?;
+        std::fs::write(
+            kubeconfigs.join(format!("{id}.yaml")),
+            token_kubeconfig(cp.server_url(), &ca, id, token),
+        )
+        .context("writing a kubeconfig")?;
     }
 
     let env = Env {
@@ -665,82 +651,33 @@ impl<'e> Runner<'e> {
     }
 }
 
+/// A kubeconfig for `user` authenticating with a static `token`.
+pub(crate) fn token_kubeconfig(server: &str, ca: &str, user: &str, token: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Config
+clusters:
+- name: bench
+  cluster: {{server: "{server}", certificate-authority: "{ca}"}}
+users:
+- name: {user}
+  user: {{token: "{token}"}}
+contexts:
+- name: bench
+  context: {{cluster: bench, user: {user}}}
+current-context: bench
+"#
+    )
+}
+
 /// The CA file of the control plane's kubeconfig.
-fn certificate_authority(kubeconfig: &Path) -> Result<String> {
+pub(crate) fn certificate_authority(kubeconfig: &Path) -> Result<String> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
     kc.clusters
         .iter()
         .find_map(|c| c.cluster.as_ref()?.certificate_authority.clone())
         .ok_or_else(|| anyhow!("no certificate-authority in {}", kubeconfig.display()))
-}
-
-/// Builds `leader-election` of kube-cloud-examples with cargo (release) and returns its path.
-async fn build_rust_binary() -> Result<PathBuf> {
-    eprintln!("bench: cargo build --release -p kube-cloud-examples --bin leader-election");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = tokio::process::Command::new(cargo);
-    cmd.kill_on_drop(true);
-    // `cargo run` gave us its package's variables; build scripts (ring's) track some of them, so passing them on
-    // would rebuild half the dependency graph and invalidate the next plain `cargo build`.
-    for (key, _) in std::env::vars_os() {
-        let key_str = key.to_string_lossy();
-        if [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_BIN_",
-            "CARGO_CRATE_",
-        ]
-        .iter()
-        .any(|p| key_str.starts_with(p))
-            || key_str == "CARGO_PRIMARY_PACKAGE"
-        {
-            cmd.env_remove(&key);
-        }
-    }
-    let output = cmd
-        .current_dir(crate::workspace_root())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "kube-cloud-examples",
-            "--bin",
-            "leader-election",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .context("running cargo build")?;
-    if !output.status.success() {
-        bail!("cargo build of leader-election failed ({})", output.status);
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "leader-election")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| anyhow!("cargo did not report the leader-election executable"))
-}
-
-/// Builds (or finds cached) the client-go twin with `bench/build-go` and returns its path.
-async fn build_go_binary() -> Result<PathBuf> {
-    let script = crate::workspace_root().join("bench").join("build-go");
-    let output = tokio::process::Command::new(&script)
-        .kill_on_drop(true)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .with_context(|| format!("running {}", script.display()))?;
-    if !output.status.success() {
-        bail!("{} failed ({})", script.display(), output.status);
-    }
-    let path = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    if path.is_empty() {
-        bail!("{} printed no path", script.display());
-    }
-    Ok(PathBuf::from(path))
 }
 
 /// The client-go version required by bench/go/leader-election/go.mod.

@@ -4,13 +4,20 @@
 //! ```text
 //! cargo run -p bench --release -- leader-election [--rounds 5] [--candidates 3] [--window 60s] [--out docs/benchmarks.md]
 //! cargo run -p bench --release -- virtual-nodes [--nodes 1000,5000,10000] [--impls rust,kwok] [--window 60s]
+//! cargo run -p bench --release -- node-init [--nodes 1000] [--workers 16] [--latency-ms 10] [--rounds 1]
+//! cargo run -p bench --release -- load-balancers [--services 500] [--nodes 10] [--workers 16]
+//! cargo run -p bench --release -- memory [--nodes 5000] [--services 5000] [--settle 45s]
 //! ```
 //!
 //! Every child process is killed when the benchmark ends, fails, panics or is interrupted (kill on drop, explicit
 //! cleanup, and `PR_SET_PDEATHSIG` for when the benchmark itself is killed).
 
 mod audit;
+mod build;
 mod candidate;
+mod ccm;
+mod ccm_report;
+mod ccm_scenarios;
 mod heartbeat_agent;
 mod leader_election;
 mod report;
@@ -40,6 +47,13 @@ enum Command {
     /// The measured process of `virtual-nodes` (started by it).
     #[command(hide = true)]
     HeartbeatAgent(heartbeat_agent::AgentArgs),
+    /// Cloud controller manager, ours vs upstream's: time to initialize a burst of tainted Nodes (and the
+    /// apiserver ceiling).
+    NodeInit(ccm_scenarios::NodeInitArgs),
+    /// Cloud controller manager, ours vs upstream's: LoadBalancer Services until addressed, then a node fan-out.
+    LoadBalancers(ccm_scenarios::LoadBalancersArgs),
+    /// Cloud controller manager, ours vs upstream's: peak RSS with thousands of Nodes and Services cached.
+    Memory(ccm_scenarios::MemoryArgs),
 }
 
 fn main() -> Result<()> {
@@ -66,6 +80,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::LeaderElection(args) => leader_election::run(args).await,
         Command::VirtualNodes(args) => virtual_nodes::run(args).await,
         Command::HeartbeatAgent(args) => heartbeat_agent::run(args).await,
+        Command::NodeInit(args) => ccm_scenarios::node_init(args).await,
+        Command::LoadBalancers(args) => ccm_scenarios::load_balancers(args).await,
+        Command::Memory(args) => ccm_scenarios::memory(args).await,
     }
 }
 
