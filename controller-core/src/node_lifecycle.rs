@@ -301,13 +301,11 @@ impl Lifecycle {
         let name = node.name_any();
         let reference = node.object_ref(&());
         info!("deleting the node: its instance no longer exists in the cloud");
-        self.events
-            .normal(
-                &reference,
-                DELETING_NODE_REASON,
-                format!("Deleting node {name} because it does not exist in the cloud provider"),
-            )
-            .await;
+        self.events.normal(
+            &reference,
+            DELETING_NODE_REASON,
+            format!("Deleting node {name} because it does not exist in the cloud provider"),
+        );
         let params = DeleteParams {
             // Only this Node: a Node re-created under the same name is another machine.
             preconditions: Some(Preconditions {
@@ -326,13 +324,11 @@ impl Lifecycle {
             }
             Err(e) => {
                 warn!(error = %e, "could not delete the node");
-                self.events
-                    .warning(
-                        &reference,
-                        DELETING_NODE_FAILED_REASON,
-                        format!("Error deleting node {name}: {e}"),
-                    )
-                    .await;
+                self.events.warning(
+                    &reference,
+                    DELETING_NODE_FAILED_REASON,
+                    format!("Error deleting node {name}: {e}"),
+                );
             }
         }
     }

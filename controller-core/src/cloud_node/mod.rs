@@ -271,13 +271,11 @@ impl CloudNodeReconciler {
             self.patch_addresses(&name, &addresses).await?;
         }
         info!(provider_id = %md.provider_id, "node initialized");
-        self.events
-            .normal(
-                &node.object_ref(&()),
-                SYNCED_REASON,
-                "Node synced successfully",
-            )
-            .await;
+        self.events.normal(
+            &node.object_ref(&()),
+            SYNCED_REASON,
+            "Node synced successfully",
+        );
         self.metrics
             .initial_node_sync_delay
             .observe(seconds_since_creation(node));

@@ -175,16 +175,14 @@ impl PoolReconciler {
         });
         if left_out.is_some() && changed {
             self.metrics.decision(&name, "max_nodes_reached", 0);
-            self.events
-                .normal(
-                    &pool.object_ref(&()),
-                    reasons::NOT_TRIGGER_SCALE_UP,
-                    format!(
-                        "{} pending pod(s) would fit but the pool is at spec.maxNodes {}",
-                        placement.unplaced, spec.max_nodes
-                    ),
-                )
-                .await;
+            self.events.normal(
+                &pool.object_ref(&()),
+                reasons::NOT_TRIGGER_SCALE_UP,
+                format!(
+                    "{} pending pod(s) would fit but the pool is at spec.maxNodes {}",
+                    placement.unplaced, spec.max_nodes
+                ),
+            );
         }
         let mut scale_up = None;
         let launch = launch.max(below_min);
@@ -419,17 +417,15 @@ impl PoolReconciler {
         {
             Ok(_) => {
                 info!(node = node.name_any(), provider_id = %member.provider_id, "node registered");
-                self.events
-                    .normal(
-                        &pool.object_ref(&()),
-                        reasons::REGISTERED,
-                        format!(
-                            "Node {} registered for instance {}; pool labels and taints applied",
-                            node.name_any(),
-                            member.provider_id
-                        ),
-                    )
-                    .await;
+                self.events.normal(
+                    &pool.object_ref(&()),
+                    reasons::REGISTERED,
+                    format!(
+                        "Node {} registered for instance {}; pool labels and taints applied",
+                        node.name_any(),
+                        member.provider_id
+                    ),
+                );
                 Ok(())
             }
             Err(e) if is_conflict(&e) || is_not_found(&e) => {
@@ -459,13 +455,11 @@ impl PoolReconciler {
                 .as_ref()
                 .map(|n| n.name_any())
                 .unwrap_or_default();
-            self.events
-                .normal(
-                    &pool.object_ref(&()),
-                    reasons::INITIALIZED,
-                    format!("Node {node} is initialized and Ready, {seconds:.0}s after launch"),
-                )
-                .await;
+            self.events.normal(
+                &pool.object_ref(&()),
+                reasons::INITIALIZED,
+                format!("Node {node} is initialized and Ready, {seconds:.0}s after launch"),
+            );
         }
     }
 
@@ -483,24 +477,20 @@ impl PoolReconciler {
         let group = pool.spec.node_group.as_str();
         if let Err(e) = groups.increase_size(group, count).await {
             self.metrics.decision(&name, "scale_up_failed", count);
-            self.events
-                .warning(
-                    &pool.object_ref(&()),
-                    reasons::FAILED_SCALE_UP,
-                    format!("launching {count} node(s) of node group {group} failed: {e}"),
-                )
-                .await;
+            self.events.warning(
+                &pool.object_ref(&()),
+                reasons::FAILED_SCALE_UP,
+                format!("launching {count} node(s) of node group {group} failed: {e}"),
+            );
             return Err(ReconcileError::cloud("IncreaseSize", e));
         }
         self.metrics.decision(&name, "scale_up", count);
         info!(count, group, why, "launched nodes");
-        self.events
-            .normal(
-                &pool.object_ref(&()),
-                reasons::TRIGGERED_SCALE_UP,
-                format!("launching {count} node(s) of node group {group}: {why}"),
-            )
-            .await;
+        self.events.normal(
+            &pool.object_ref(&()),
+            reasons::TRIGGERED_SCALE_UP,
+            format!("launching {count} node(s) of node group {group}: {why}"),
+        );
         // The new instances' launch time is now; one not listed yet is timed from when it is first seen.
         let after = groups.instances(group).await.unwrap_or_default();
         let launched: Vec<String> = after
@@ -539,13 +529,11 @@ impl PoolReconciler {
             && !e.is_not_found()
         {
             warn!(provider_id = %member.provider_id, error = %e, "could not delete a failed instance");
-            self.events
-                .warning(
-                    &pool.object_ref(&()),
-                    failure.reason(),
-                    format!("could not delete instance {}: {e}", member.provider_id),
-                )
-                .await;
+            self.events.warning(
+                &pool.object_ref(&()),
+                failure.reason(),
+                format!("could not delete instance {}: {e}", member.provider_id),
+            );
             return false;
         }
         let note = match failure {
@@ -578,8 +566,7 @@ impl PoolReconciler {
         warn!(provider_id = %member.provider_id, reason = failure.reason(), "removed instance");
         self.metrics.decision(&name, failure.label(), 1);
         self.events
-            .warning(&pool.object_ref(&()), failure.reason(), note)
-            .await;
+            .warning(&pool.object_ref(&()), failure.reason(), note);
         self.with_memory(&name, |m| m.launched_at.remove(&member.provider_id));
         true
     }
@@ -636,11 +623,9 @@ impl PoolReconciler {
         info!(node = node_name, provider_id = %member.provider_id, "removed empty node");
         self.metrics.decision(&pool.name_any(), "scale_down", 1);
         self.events
-            .normal(&pool.object_ref(&()), reasons::SCALE_DOWN, note.clone())
-            .await;
+            .normal(&pool.object_ref(&()), reasons::SCALE_DOWN, note.clone());
         self.events
-            .normal(&node.object_ref(&()), reasons::SCALE_DOWN, note)
-            .await;
+            .normal(&node.object_ref(&()), reasons::SCALE_DOWN, note);
         Ok(true)
     }
 

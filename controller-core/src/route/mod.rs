@@ -605,9 +605,7 @@ async fn reconcile_inner(shared: &Shared) -> RoundOutcome {
         .for_each_concurrent(
             MAX_CONCURRENT_STATUS_PATCHES,
             move |(reference, note)| async move {
-                events
-                    .warning(&reference, REASON_FAILED_TO_CREATE_ROUTE, note)
-                    .await;
+                events.warning(&reference, REASON_FAILED_TO_CREATE_ROUTE, note);
             },
         )
         .await;

@@ -109,10 +109,7 @@ where
                 warn!(error = %err, class = err.class_label(), "reconcile failed");
                 if let Some(reason) = state.reconciler.failure_reason(err) {
                     let reference = obj.object_ref(&K::DynamicType::default());
-                    state
-                        .events
-                        .warning(&reference, reason, err.to_string())
-                        .await;
+                    state.events.warning(&reference, reason, err.to_string());
                 }
             }
         }

@@ -1,18 +1,50 @@
 //! Events with upstream reasons, published through kube-runtime's recorder (events.k8s.io/v1, deduplicated).
+//!
+//! Publishing never waits for the API: like client-go's broadcaster, Events go into a bounded queue that one
+//! background task sends in order, and an Event that finds the queue full is dropped (and logged). A reconcile
+//! therefore holds its object for the writes that matter only, not for the Event about them.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use tracing::debug;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
 
-/// Publishes Normal and Warning Events about objects. Cheap to clone.
+/// Events waiting to be sent; client-go's broadcaster queues 1000 too.
+const QUEUE_CAPACITY: usize = 1000;
+
+/// The API rejects notes over 1 kB.
+const MAX_NOTE_BYTES: usize = 1000;
+
+/// Publishes Normal and Warning Events about objects. Cheap to clone; clones share one queue.
+///
+/// The sending task starts with the first Event published inside a Tokio runtime and ends once every clone is
+/// dropped and the queue is empty.
 #[derive(Clone)]
 pub struct EventPublisher {
-    recorder: Recorder,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: mpsc::Sender<Queued>,
+    /// The recorder and the queue's receiving end until the sending task takes them.
+    idle: Mutex<Option<(Recorder, mpsc::Receiver<Queued>)>>,
+    started: AtomicBool,
+    dropped: AtomicU64,
+}
+
+struct Queued {
+    event: Event,
+    regarding: ObjectReference,
 }
 
 impl std::fmt::Debug for EventPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventPublisher").finish_non_exhaustive()
+        f.debug_struct("EventPublisher")
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
     }
 }
 
@@ -23,53 +55,134 @@ impl EventPublisher {
             controller: controller.to_owned(),
             instance,
         };
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         Self {
-            recorder: Recorder::new(client, reporter),
+            shared: Arc::new(Shared {
+                queue,
+                idle: Mutex::new(Some((Recorder::new(client, reporter), receiver))),
+                started: AtomicBool::new(false),
+                dropped: AtomicU64::new(0),
+            }),
         }
     }
 
-    /// A Normal Event. Failures to publish are logged, never propagated: an Event is not worth a retry loop.
-    pub async fn normal(&self, regarding: &ObjectReference, reason: &str, note: impl Into<String>) {
-        self.publish(EventType::Normal, regarding, reason, note.into())
-            .await;
+    /// Queues a Normal Event. Failures to publish are logged, never propagated: an Event is not worth a retry loop.
+    pub fn normal(&self, regarding: &ObjectReference, reason: &str, note: impl Into<String>) {
+        self.publish(EventType::Normal, regarding, reason, note.into());
     }
 
-    /// A Warning Event.
-    pub async fn warning(
-        &self,
-        regarding: &ObjectReference,
-        reason: &str,
-        note: impl Into<String>,
-    ) {
-        self.publish(EventType::Warning, regarding, reason, note.into())
-            .await;
+    /// Queues a Warning Event.
+    pub fn warning(&self, regarding: &ObjectReference, reason: &str, note: impl Into<String>) {
+        self.publish(EventType::Warning, regarding, reason, note.into());
     }
 
-    async fn publish(
-        &self,
-        type_: EventType,
-        regarding: &ObjectReference,
-        reason: &str,
-        mut note: String,
-    ) {
-        // The API rejects notes over 1 kB.
-        if note.len() > 1000 {
-            let mut cut = 997;
-            while !note.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            note.truncate(cut);
-            note.push_str("...");
-        }
+    /// Events dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    fn publish(&self, type_: EventType, regarding: &ObjectReference, reason: &str, note: String) {
         let event = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(note),
+            note: Some(truncate_note(note)),
             action: reason.to_owned(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, regarding).await {
-            debug!(error = %e, reason, "could not publish event");
+        let queued = Queued {
+            event,
+            regarding: regarding.clone(),
+        };
+        if self.shared.queue.try_send(queued).is_err() {
+            let dropped = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // Once per hundred, so a storm of Events does not become a storm of logs.
+            if dropped % 100 == 1 {
+                warn!(reason, dropped, "event queue full; dropping events");
+            }
         }
+        self.start_sending();
+    }
+
+    fn start_sending(&self) {
+        if self.shared.started.load(Ordering::Acquire) {
+            return;
+        }
+        // Outside a runtime the Event stays queued until a later publish inside one.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let taken = self
+            .shared
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((recorder, receiver)) = taken {
+            self.shared.started.store(true, Ordering::Release);
+            runtime.spawn(send_events(recorder, receiver));
+        }
+    }
+}
+
+/// Sends queued Events one at a time, in order, until every publisher is gone.
+async fn send_events(recorder: Recorder, mut receiver: mpsc::Receiver<Queued>) {
+    while let Some(Queued { event, regarding }) = receiver.recv().await {
+        if let Err(e) = recorder.publish(&event, &regarding).await {
+            debug!(
+                error = %e,
+                reason = event.reason,
+                namespace = regarding.namespace.as_deref().unwrap_or_default(),
+                name = regarding.name.as_deref().unwrap_or_default(),
+                "could not publish event"
+            );
+        }
+    }
+}
+
+fn truncate_note(mut note: String) -> String {
+    if note.len() > MAX_NOTE_BYTES {
+        let mut cut = MAX_NOTE_BYTES - 3;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push_str("...");
+    }
+    note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_notes_are_cut_on_a_char_boundary() {
+        let note = "é".repeat(600); // 1200 bytes
+        let cut = truncate_note(note);
+        assert!(cut.len() <= MAX_NOTE_BYTES, "{} bytes", cut.len());
+        assert!(cut.ends_with("..."));
+        assert_eq!(truncate_note("short".into()), "short");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        // Nothing listens there; no Event is sent while the queue fills outside the runtime.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("static URL"));
+        let client = kube::Client::try_from(config).expect("client");
+        let events = EventPublisher::new(client, "test", None);
+        let regarding = ObjectReference {
+            name: Some("n".into()),
+            ..ObjectReference::default()
+        };
+        let outside = events.clone();
+        std::thread::spawn(move || {
+            for i in 0..QUEUE_CAPACITY + 5 {
+                outside.normal(&regarding, "Test", format!("event {i}"));
+            }
+        })
+        .join()
+        .expect("publishing thread");
+        assert_eq!(events.dropped(), 5);
+        assert!(!events.shared.started.load(Ordering::Acquire));
     }
 }

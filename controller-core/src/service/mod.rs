@@ -28,8 +28,8 @@ use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{info, warn};
 
 pub use metrics::ServiceMetrics;
@@ -130,12 +130,18 @@ pub async fn run(
 
     // One pending trigger is enough: a trigger reconciles every Service against the then-current set.
     let (mut trigger, triggers) = mpsc::channel::<()>(1);
-    let controller = Controller::new(
+    let (reader, writer) = reflector::store();
+    let watched = watcher(
         Api::<Service>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
-    .reconcile_all_on(triggers)
-    .graceful_shutdown_on(shutdown.clone().wait());
+    .default_backoff()
+    .modify(strip_unread_fields)
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(watched, reader)
+        .reconcile_all_on(triggers)
+        .graceful_shutdown_on(shutdown.clone().wait());
     let services = controller.store();
 
     let on_change = {
@@ -182,3 +188,15 @@ pub async fn run(
     futures::join!(runtime::run(controller, reconciler, options), node_sync);
     info!(controller = CONTROLLER_NAME, "stopped");
 }
+
+/// The Service cache holds every Service of the cluster, most of them not ours: drop what no reconcile reads (the
+/// field-manager bookkeeping and kubectl's copy of the last applied object are often larger than the Service).
+fn strip_unread_fields(service: &mut Service) {
+    service.metadata.managed_fields = None;
+    if let Some(annotations) = service.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+}
+
+/// kubectl's client-side-apply annotation.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";

@@ -168,8 +168,7 @@ impl ServiceReconciler {
         let reference = svc.object_ref(&());
         self.ctx
             .events
-            .normal(&reference, EVENT_ENSURING, "Ensuring load balancer")
-            .await;
+            .normal(&reference, EVENT_ENSURING, "Ensuring load balancer");
         // The finalizer goes on before anything exists in the cloud, so a deletion can never leak a load balancer.
         let patched = if finalizer {
             None
@@ -190,8 +189,7 @@ impl ServiceReconciler {
                 debug!(hosts = ?targets.names().collect::<Vec<_>>(), "ensured load balancer");
                 self.ctx
                     .events
-                    .normal(&reference, EVENT_ENSURED, "Ensured load balancer")
-                    .await;
+                    .normal(&reference, EVENT_ENSURED, "Ensured load balancer");
                 Ok(Action::requeue(self.resync))
             }
             Err(CloudError::ImplementedElsewhere(why)) => {
@@ -255,14 +253,11 @@ impl ServiceReconciler {
             Ok(()) => {
                 self.shared.synced.hosts_updated(key, targets.generation);
                 debug!(hosts = ?targets.names().collect::<Vec<_>>(), "updated load balancer hosts");
-                self.ctx
-                    .events
-                    .normal(
-                        &reference,
-                        EVENT_UPDATED,
-                        "Updated load balancer with new hosts",
-                    )
-                    .await;
+                self.ctx.events.normal(
+                    &reference,
+                    EVENT_UPDATED,
+                    "Updated load balancer with new hosts",
+                );
             }
             Err(CloudError::ImplementedElsewhere(why)) => {
                 debug!(%why, "hosts of a load balancer implemented elsewhere; nothing to do");
@@ -287,16 +282,14 @@ impl ServiceReconciler {
         let reference = svc.object_ref(&());
         self.ctx
             .events
-            .normal(&reference, EVENT_DELETING, "Deleting load balancer")
-            .await;
+            .normal(&reference, EVENT_DELETING, "Deleting load balancer");
         self.shared.metrics.loadbalancer_syncs.inc();
         lbs.ensure_load_balancer_deleted(&self.ctx.cluster_name, svc)
             .await
             .map_err(|e| ReconcileError::cloud(OP_DELETE, e))?;
         self.ctx
             .events
-            .normal(&reference, EVENT_DELETED, "Deleted load balancer")
-            .await;
+            .normal(&reference, EVENT_DELETED, "Deleted load balancer");
         // Status before the finalizer: while the finalizer is on, a failed status patch is retried.
         if !deleting {
             self.patch_status(svc, None, OP_CLEAR_STATUS).await?;
@@ -307,14 +300,11 @@ impl ServiceReconciler {
 
     async fn warn_if_no_nodes(&self, reference: &ObjectReference, targets: &TargetSet) {
         if targets.is_empty() {
-            self.ctx
-                .events
-                .warning(
-                    reference,
-                    EVENT_NO_NODES,
-                    "There are no available nodes for LoadBalancer",
-                )
-                .await;
+            self.ctx.events.warning(
+                reference,
+                EVENT_NO_NODES,
+                "There are no available nodes for LoadBalancer",
+            );
         }
     }
 
