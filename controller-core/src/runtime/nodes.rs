@@ -24,8 +24,9 @@ enum Change {
 }
 
 /// The cluster's Nodes, watched once: a [`Store`] to read, change streams for controllers, and a generation counter
-/// that also moves on deletions. Managed fields are stripped before caching (they are most of a Node's size and no
-/// controller reads them).
+/// that also moves on deletions. What no controller reads is stripped before caching: managed fields (most of a
+/// small Node's size) and the kubelet's image and volume lists (most of a busy one's). Providers see cached Nodes
+/// without `status.images`, `status.volumesInUse` and `status.volumesAttached`.
 ///
 /// kube-runtime's own shared subscription is not used on purpose: an unread subscriber applies backpressure to the
 /// watch (one idle controller would stall every other), and a Node deleted between announcement and read can leave
@@ -146,7 +147,41 @@ fn watched_nodes(
 ) -> impl Stream<Item = Result<watcher::Event<Node>, watcher::Error>> {
     watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(|node| {
-            node.managed_fields_mut().clear();
-        })
+        .modify(strip_unread_fields)
+}
+
+fn strip_unread_fields(node: &mut Node) {
+    node.managed_fields_mut().clear();
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+        status.volumes_in_use = None;
+        status.volumes_attached = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{ContainerImage, NodeAddress, NodeStatus};
+
+    use super::*;
+
+    #[test]
+    fn cached_nodes_lose_image_and_volume_lists_but_keep_addresses() {
+        let mut node = Node {
+            status: Some(NodeStatus {
+                images: Some(vec![ContainerImage::default(); 3]),
+                volumes_in_use: Some(vec!["kubernetes.io/csi/x".into()]),
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: "10.0.0.1".into(),
+                }]),
+                ..NodeStatus::default()
+            }),
+            ..Node::default()
+        };
+        strip_unread_fields(&mut node);
+        let status = node.status.unwrap_or_default();
+        assert!(status.images.is_none() && status.volumes_in_use.is_none());
+        assert_eq!(status.addresses.map(|a| a.len()), Some(1));
+    }
 }

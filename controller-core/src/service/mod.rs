@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{self, ObjectRef};
@@ -189,14 +189,102 @@ pub async fn run(
     info!(controller = CONTROLLER_NAME, "stopped");
 }
 
-/// The Service cache holds every Service of the cluster, most of them not ours: drop what no reconcile reads (the
-/// field-manager bookkeeping and kubectl's copy of the last applied object are often larger than the Service).
+/// The Service cache holds every Service of the cluster, most of them not ours: drop what no reconcile reads. The
+/// field-manager bookkeeping and kubectl's copy of the last applied object are often larger than the Service; a
+/// Service that is not a load balancer and carries no finalizer of ours is reconciled from its type alone.
 fn strip_unread_fields(service: &mut Service) {
     service.metadata.managed_fields = None;
     if let Some(annotations) = service.metadata.annotations.as_mut() {
         annotations.remove(LAST_APPLIED_ANNOTATION);
     }
+    let type_ = service.spec.as_ref().and_then(|spec| spec.type_.clone());
+    if type_.as_deref() != Some(change::TYPE_LOAD_BALANCER) && !change::has_finalizer(service) {
+        service.spec = Some(ServiceSpec {
+            type_,
+            ..ServiceSpec::default()
+        });
+        service.status = None;
+        service.metadata.labels = None;
+        service.metadata.annotations = None;
+        service.metadata.owner_references = None;
+    }
 }
 
 /// kubectl's client-side-apply annotation.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ServicePort;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn service(type_: &str, finalizer: bool) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("shop".into()),
+                labels: Some([("app".to_owned(), "web".to_owned())].into()),
+                annotations: Some(
+                    [
+                        (LAST_APPLIED_ANNOTATION.to_owned(), "{...}".to_owned()),
+                        ("example.com/lb".to_owned(), "internal".to_owned()),
+                    ]
+                    .into(),
+                ),
+                managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                finalizers: finalizer.then(|| vec![FINALIZER.to_owned()]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ServiceSpec {
+                type_: Some(type_.into()),
+                ports: Some(vec![ServicePort {
+                    port: 80,
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        }
+    }
+
+    #[test]
+    fn load_balancers_keep_what_the_provider_reads() {
+        let mut svc = service("LoadBalancer", false);
+        strip_unread_fields(&mut svc);
+        assert!(svc.metadata.managed_fields.is_none());
+        let annotations = svc.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.len(), 1, "{annotations:?}");
+        assert!(annotations.contains_key("example.com/lb"));
+        assert!(svc.metadata.labels.is_some());
+        assert_eq!(svc.spec.and_then(|s| s.ports).map(|p| p.len()), Some(1));
+    }
+
+    #[test]
+    fn other_services_keep_only_their_type_unless_they_carry_our_finalizer() {
+        let mut plain = service("ClusterIP", false);
+        strip_unread_fields(&mut plain);
+        assert_eq!(plain.metadata.name.as_deref(), Some("web"));
+        assert!(plain.metadata.labels.is_none() && plain.metadata.annotations.is_none());
+        assert_eq!(
+            plain.spec,
+            Some(ServiceSpec {
+                type_: Some("ClusterIP".into()),
+                ..ServiceSpec::default()
+            })
+        );
+
+        // Once a load balancer, now ClusterIP: cleanup still needs the whole object.
+        let mut former = service("ClusterIP", true);
+        strip_unread_fields(&mut former);
+        assert!(
+            former
+                .metadata
+                .annotations
+                .is_some_and(|a| a.contains_key("example.com/lb"))
+        );
+        assert!(former.spec.and_then(|s| s.ports).is_some());
+    }
+}
