@@ -559,7 +559,7 @@ impl Ccm {
         Ok(())
     }
 
-    /// Peak and current resident set size in KiB (`VmHWM`, `VmRSS` of /proc/<pid>/status).
+    /// Peak and current resident set size in KiB (`VmHWM`, `VmRSS` of `/proc/<pid>/status`).
     pub fn rss_kib(&self) -> Result<(u64, u64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .context("reading /proc/<pid>/status")?;
