@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use provider_fake::{FakeCloud, FakeInstanceState, NodeGroupSpec, NodeTemplate, Provisioning};
@@ -597,15 +597,7 @@ async fn an_invalid_spec_is_reported_and_max_nodes_bounds_the_pool() {
     })
     .await;
     assert!(note.contains("spec.minNodes"), "{note}");
-    let condition = eventually(WAIT, "Valid=False", || async {
-        get_pool(&env)
-            .await
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Valid" && c.status == "False")
-    })
-    .await;
+    let condition = eventually(WAIT, "Valid=False", || valid_condition(&env, "False")).await;
     assert!(condition.message.contains("spec.minNodes"), "{condition:?}");
     assert!(metrics.decision_count(POOL, "invalid_spec") >= 1);
     assert!(live_members(&env).is_empty());
@@ -636,13 +628,15 @@ async fn an_invalid_spec_is_reported_and_max_nodes_bounds_the_pool() {
     .await;
     assert_eq!(live_members(&env).len(), 1);
     assert!(metrics.decision_count(POOL, "max_nodes_reached") >= 1);
-    eventually(WAIT, "Valid=True", || async {
-        get_pool(&env)
-            .await
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Valid" && c.status == "True")
-    })
-    .await;
+    eventually(WAIT, "Valid=True", || valid_condition(&env, "True")).await;
+}
+
+/// The pool's `Valid` condition when it has `status`.
+async fn valid_condition(env: &Env, status: &str) -> Option<Condition> {
+    get_pool(env)
+        .await
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Valid" && c.status == status)
 }

@@ -17,26 +17,10 @@ use kube::api::{Api, DeleteParams, PostParams};
 use provider_fake::{FakeCloud, FaultKind, Method};
 use test_support::ControlPlane;
 
-const WAIT: Duration = Duration::from_secs(60);
+mod common;
+use common::eventually;
 
-/// Polls `f` every 100 ms until it returns `Some`, or panics after `limit` naming `what`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A 4 s Lease renewed every second, so the test sees several renewals quickly.
 fn fast_heartbeat() -> HeartbeatConfig {

@@ -353,15 +353,11 @@ current-context: test
         if self.scheduler {
             let port = free_port()?;
             let mut scheduler = Command::new(tools.bin("kube-scheduler"));
-            scheduler.args(flags(&[
-                ("--kubeconfig", &kubeconfig_str),
-                ("--authentication-kubeconfig", &kubeconfig_str),
-                ("--authorization-kubeconfig", &kubeconfig_str),
-                ("--leader-elect", "false"),
-                ("--bind-address", "127.0.0.1"),
-                ("--secure-port", &port.to_string()),
-                ("--cert-dir", &d("scheduler-certs")),
-            ]));
+            scheduler.args(component_flags(
+                &kubeconfig_str,
+                port,
+                &d("scheduler-certs"),
+            ));
             running.spawn(Component::Scheduler, scheduler, &log(Component::Scheduler))?;
             running
                 .wait_healthz(Component::Scheduler, port, started, deadline)
@@ -372,14 +368,12 @@ current-context: test
         if !self.controllers.is_empty() {
             let port = free_port()?;
             let mut kcm = Command::new(tools.bin("kube-controller-manager"));
+            kcm.args(component_flags(
+                &kubeconfig_str,
+                port,
+                &d("controller-manager-certs"),
+            ));
             kcm.args(flags(&[
-                ("--kubeconfig", &kubeconfig_str),
-                ("--authentication-kubeconfig", &kubeconfig_str),
-                ("--authorization-kubeconfig", &kubeconfig_str),
-                ("--leader-elect", "false"),
-                ("--bind-address", "127.0.0.1"),
-                ("--secure-port", &port.to_string()),
-                ("--cert-dir", &d("controller-manager-certs")),
                 ("--controllers", &self.controllers.join(",")),
                 ("--service-account-private-key-file", &p("sa.key")),
                 ("--root-ca-file", &p("ca.crt")),
@@ -442,6 +436,20 @@ current-context: test
 }
 
 /// `--flag=value` arguments.
+/// The flags kube-scheduler and kube-controller-manager share: our kubeconfig for everything, no leader
+/// election, serving on loopback only.
+fn component_flags(kubeconfig: &str, port: u16, cert_dir: &str) -> Vec<String> {
+    flags(&[
+        ("--kubeconfig", kubeconfig),
+        ("--authentication-kubeconfig", kubeconfig),
+        ("--authorization-kubeconfig", kubeconfig),
+        ("--leader-elect", "false"),
+        ("--bind-address", "127.0.0.1"),
+        ("--secure-port", &port.to_string()),
+        ("--cert-dir", cert_dir),
+    ])
+}
+
 fn flags(pairs: &[(&str, &str)]) -> Vec<String> {
     pairs
         .iter()
