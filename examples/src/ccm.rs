@@ -287,11 +287,13 @@ pub async fn run_with(
     let client = rate_limited_client(config, options.kube_api_qps, options.kube_api_burst)?;
 
     let mut metrics = Registry::default();
+    let events = EventPublisher::new(client.clone(), COMPONENT, Some(lease.identity.clone()));
+    events.register_metrics(&mut metrics);
     let ctx = ControllerContext {
         client: client.clone(),
         provider,
         cluster_name: options.cluster_name.clone(),
-        events: EventPublisher::new(client.clone(), COMPONENT, Some(lease.identity.clone())),
+        events,
         metrics: RuntimeMetrics::register(&mut metrics),
     };
     let manager_config = ManagerConfig {

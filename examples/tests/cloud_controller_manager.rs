@@ -404,6 +404,7 @@ async fn runs_every_controller_as_its_service_account() {
         "service_controller_loadbalancer_sync_total",
         "node_controller_cloud_provider_taint_removal_delay_seconds",
         "leader_election_master_status",
+        "cloud_controller_events_dropped_total 0",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }

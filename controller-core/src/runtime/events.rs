@@ -4,11 +4,13 @@
 //! background task sends in order, and an Event that finds the queue full is dropped (and logged). A reconcile
 //! therefore holds its object for the writes that matter only, not for the Event about them.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -32,7 +34,7 @@ struct Shared {
     /// The recorder and the queue's receiving end until the sending task takes them.
     idle: Mutex<Option<(Recorder, mpsc::Receiver<Queued>)>>,
     started: AtomicBool,
-    dropped: AtomicU64,
+    dropped: Counter,
 }
 
 struct Queued {
@@ -61,7 +63,7 @@ impl EventPublisher {
                 queue,
                 idle: Mutex::new(Some((Recorder::new(client, reporter), receiver))),
                 started: AtomicBool::new(false),
-                dropped: AtomicU64::new(0),
+                dropped: Counter::default(),
             }),
         }
     }
@@ -78,7 +80,17 @@ impl EventPublisher {
 
     /// Events dropped so far because the queue was full.
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.get()
+    }
+
+    /// Exposes [`dropped`](Self::dropped) as `cloud_controller_events_dropped_total`, so a dashboard sees Events
+    /// lost to a slow or throttled apiserver.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "cloud_controller_events_dropped",
+            "Events dropped because the publishing queue was full",
+            self.shared.dropped.clone(),
+        );
     }
 
     fn publish(&self, type_: EventType, regarding: &ObjectReference, reason: &str, note: String) {
@@ -94,7 +106,7 @@ impl EventPublisher {
             regarding: regarding.clone(),
         };
         if self.shared.queue.try_send(queued).is_err() {
-            let dropped = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let dropped = self.shared.dropped.inc() + 1;
             // Once per hundred, so a storm of Events does not become a storm of logs.
             if dropped % 100 == 1 {
                 warn!(reason, dropped, "event queue full; dropping events");
@@ -184,5 +196,14 @@ mod tests {
         .expect("publishing thread");
         assert_eq!(events.dropped(), 5);
         assert!(!events.shared.started.load(Ordering::Acquire));
+
+        let mut registry = Registry::default();
+        events.register_metrics(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains("cloud_controller_events_dropped_total 5"),
+            "{text}"
+        );
     }
 }

@@ -97,6 +97,8 @@ async fn main() -> anyhow::Result<()> {
     let runtime_metrics = RuntimeMetrics::register(&mut registry);
     let pool_metrics = NodePoolMetrics::register(&mut registry);
     let cloud_node_metrics = CloudNodeMetrics::register(&mut registry);
+    let events = EventPublisher::new(client.clone(), node_pool::CONTROLLER_NAME, None);
+    events.register_metrics(&mut registry);
     if let Some(port) = args.port {
         let endpoints = Endpoints {
             registry: Arc::new(registry),
@@ -110,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
         client: client.clone(),
         provider,
         cluster_name: "kubernetes".into(),
-        events: EventPublisher::new(client.clone(), node_pool::CONTROLLER_NAME, None),
+        events,
         metrics: runtime_metrics,
     };
     let cache = NodeCache::new(client);

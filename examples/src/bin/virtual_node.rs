@@ -132,6 +132,12 @@ async fn main() -> anyhow::Result<()> {
         heartbeat_metrics,
         shutdown.clone(),
     )?;
+    let events = EventPublisher::new(
+        client.clone(),
+        "virtual-kubelet",
+        Some(args.nodename.clone()),
+    );
+    events.register_metrics(&mut registry);
     if let Some(addr) = args.metrics_addr {
         let endpoints = Endpoints {
             registry: Arc::new(registry),
@@ -145,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         config,
         provider,
         heartbeat,
-        EventPublisher::new(client, "virtual-kubelet", Some(args.nodename.clone())),
+        events,
         runtime_metrics,
     );
     let run = tokio::spawn(node.run(shutdown));
