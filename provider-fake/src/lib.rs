@@ -4,9 +4,8 @@
 //! [`cloudprovider_api`]: [`Instances`](cloudprovider_api::Instances),
 //! [`LoadBalancers`](cloudprovider_api::LoadBalancers), [`Routes`](cloudprovider_api::Routes),
 //! [`Zones`](cloudprovider_api::Zones), [`Clusters`](cloudprovider_api::Clusters) and
-//! [`NodeGroups`](cloudprovider_api::NodeGroups). It is deterministic (no randomness; the only tasks
-//! it runs are the timers of simulated virtual-node pods and the optional local load balancers) and built for three
-//! uses:
+//! [`NodeGroups`](cloudprovider_api::NodeGroups). It is deterministic (no randomness; the only tasks it runs are
+//! the timers of simulated virtual-node pods and the optional local load balancers) and built for three uses:
 //!
 //! * **controller tests** on a real apiserver: add, stop and terminate instances, inspect load balancers and
 //!   routes, inject faults and read the call log;
