@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use cloudprovider_api::{CloudError, CloudResult};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use sha2::{Digest, Sha256};
 
 /// `nlb` (or absent): a Network Load Balancer with instance targets. `nlb-ip` and `external` belong to the AWS Load
@@ -197,33 +197,71 @@ fn boolean(service: &Service, key: &str) -> CloudResult<Option<bool>> {
     }
 }
 
-/// Reads and validates the Service. Errors are [`CloudError::InvalidInput`] naming the annotation or field.
+/// Reads and validates the Service in steps: the load-balancer type (`nlb-ip`/`external` are another controller's),
+/// session affinity, the ports, the scheme and subnets, the health check, then target node labels, cross-zone and
+/// extra tags.
+/// Errors are [`CloudError::InvalidInput`] naming the annotation or field.
 pub(crate) fn plan(service: &Service) -> CloudResult<Plan> {
-    match annotation(service, ANNOTATION_LOAD_BALANCER_TYPE) {
-        None | Some("") | Some("nlb") => {}
-        Some(t @ ("nlb-ip" | "external")) => {
-            return Ok(Plan::Elsewhere(format!(
-                "{ANNOTATION_LOAD_BALANCER_TYPE}={t} is handled by the AWS Load Balancer Controller"
-            )));
-        }
-        Some(other) => {
-            return Err(CloudError::invalid_input(
-                ANNOTATION_LOAD_BALANCER_TYPE,
-                format!(
-                    "{other:?} is not supported: this provider builds Network Load Balancers (\"nlb\"); \"nlb-ip\" and \"external\" are left to the AWS Load Balancer Controller"
-                ),
-            ));
-        }
+    if let Some(reason) = handled_elsewhere(service)? {
+        return Ok(Plan::Elsewhere(reason));
     }
     let spec = service.spec.clone().unwrap_or_default();
-    if let Some(affinity) = spec.session_affinity.as_deref().filter(|a| *a != "None") {
-        return Err(CloudError::invalid_input(
+    check_session_affinity(&spec)?;
+    let ports = port_specs(&spec)?;
+    let internal = internal(service)?;
+    let subnets = subnets(service)?;
+    let health = health_check(service, &spec)?;
+    let target_node_labels = key_values(service, ANNOTATION_TARGET_NODE_LABELS)?;
+    let cross_zone = boolean(service, ANNOTATION_CROSS_ZONE)?;
+    let extra_tags = key_values(service, ANNOTATION_ADDITIONAL_TAGS)?;
+    Ok(Plan::Nlb(Box::new(LbSpec {
+        namespace: service
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
+        name: service.metadata.name.clone().unwrap_or_default(),
+        internal,
+        subnets,
+        target_node_labels,
+        cross_zone,
+        extra_tags,
+        health,
+        ports,
+    })))
+}
+
+/// The load-balancer type: `None` for an NLB, the reason for `nlb-ip`/`external`, an error for anything else.
+fn handled_elsewhere(service: &Service) -> CloudResult<Option<String>> {
+    match annotation(service, ANNOTATION_LOAD_BALANCER_TYPE) {
+        None | Some("") | Some("nlb") => Ok(None),
+        Some(t @ ("nlb-ip" | "external")) => Ok(Some(format!(
+            "{ANNOTATION_LOAD_BALANCER_TYPE}={t} is handled by the AWS Load Balancer Controller"
+        ))),
+        Some(other) => Err(CloudError::invalid_input(
+            ANNOTATION_LOAD_BALANCER_TYPE,
+            format!(
+                "{other:?} is not supported: this provider builds Network Load Balancers (\"nlb\"); \"nlb-ip\" and \"external\" are left to the AWS Load Balancer Controller"
+            ),
+        )),
+    }
+}
+
+/// Rejects any `spec.sessionAffinity` but `None`.
+fn check_session_affinity(spec: &ServiceSpec) -> CloudResult<()> {
+    match spec.session_affinity.as_deref().filter(|a| *a != "None") {
+        None => Ok(()),
+        Some(affinity) => Err(CloudError::invalid_input(
             "spec.sessionAffinity",
             format!("{affinity:?} is not supported by AWS load balancers; use None"),
-        ));
+        )),
     }
+}
+
+/// The ports with a NodePort: at least one, all TCP or all UDP.
+fn port_specs(spec: &ServiceSpec) -> CloudResult<Vec<PortSpec>> {
     let mut ports = Vec::new();
-    for (i, p) in spec.ports.unwrap_or_default().iter().enumerate() {
+    for (i, p) in spec.ports.iter().flatten().enumerate() {
         let Some(node_port) = p.node_port.filter(|n| *n > 0) else {
             continue; // upstream skips ports without a NodePort
         };
@@ -240,76 +278,109 @@ pub(crate) fn plan(service: &Service) -> CloudResult<Plan> {
             protocol: protocol.to_owned(),
         });
     }
-    if ports.is_empty() {
+    let Some(first) = ports.first() else {
         return Err(CloudError::invalid_input(
             "spec.ports",
             "no port with a nodePort to balance",
         ));
-    }
-    if ports.iter().any(|p| p.protocol != ports[0].protocol) {
+    };
+    if ports.iter().any(|p| p.protocol != first.protocol) {
         return Err(CloudError::invalid_input(
             "spec.ports",
             "mixed protocols (TCP and UDP) are not supported",
         ));
     }
-    let internal = match annotation(service, ANNOTATION_INTERNAL) {
-        None | Some("") => false,
-        Some(v) if v.eq_ignore_ascii_case("true") || v == "0.0.0.0/0" => true,
-        Some(v) if v.eq_ignore_ascii_case("false") => false,
-        Some(v) => {
-            return Err(CloudError::invalid_input(
-                ANNOTATION_INTERNAL,
-                format!("{v:?} is not \"true\" or \"false\""),
-            ));
-        }
+    Ok(ports)
+}
+
+/// The scheme: `true` for an internal load balancer, `false` for internet-facing.
+fn internal(service: &Service) -> CloudResult<bool> {
+    match annotation(service, ANNOTATION_INTERNAL) {
+        None | Some("") => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "0.0.0.0/0" => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(CloudError::invalid_input(
+            ANNOTATION_INTERNAL,
+            format!("{v:?} is not \"true\" or \"false\""),
+        )),
+    }
+}
+
+/// The annotated subnets, or `None` to discover them by tags.
+fn subnets(service: &Service) -> CloudResult<Option<Vec<String>>> {
+    let Some(raw) = annotation(service, ANNOTATION_SUBNETS) else {
+        return Ok(None);
     };
-    let subnets = match annotation(service, ANNOTATION_SUBNETS) {
-        None => None,
-        Some(raw) => {
-            let list: Vec<String> = raw
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if list.is_empty() {
-                return Err(CloudError::invalid_input(
-                    ANNOTATION_SUBNETS,
-                    "lists no subnet",
-                ));
-            }
-            Some(list)
-        }
-    };
+    let list: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if list.is_empty() {
+        return Err(CloudError::invalid_input(
+            ANNOTATION_SUBNETS,
+            "lists no subnet",
+        ));
+    }
+    Ok(Some(list))
+}
+
+/// The target groups' health check, defaulted for `externalTrafficPolicy: Local` like upstream.
+fn health_check(service: &Service, spec: &ServiceSpec) -> CloudResult<HealthCheck> {
     let local = spec.external_traffic_policy.as_deref() == Some("Local");
-    let protocol = match annotation(service, ANNOTATION_HC_PROTOCOL) {
-        None => if local { "HTTP" } else { "TCP" }.to_owned(),
+    let protocol = health_check_protocol(service, local)?;
+    let port = health_check_port(service, spec, local)?;
+    let path = health_check_path(service, &protocol, local)?;
+    Ok(HealthCheck {
+        protocol,
+        port,
+        path,
+        healthy: number(service, ANNOTATION_HC_HEALTHY, 2..=10)?.unwrap_or(3),
+        unhealthy: number(service, ANNOTATION_HC_UNHEALTHY, 2..=10)?.unwrap_or(3),
+        timeout: number(service, ANNOTATION_HC_TIMEOUT, 2..=120)?,
+        interval: number(service, ANNOTATION_HC_INTERVAL, 5..=300)?.unwrap_or(10),
+    })
+}
+
+/// `TCP`, `HTTP` or `HTTPS`; by default HTTP for `Local` traffic, else TCP.
+fn health_check_protocol(service: &Service, local: bool) -> CloudResult<String> {
+    match annotation(service, ANNOTATION_HC_PROTOCOL) {
+        None => Ok(if local { "HTTP" } else { "TCP" }.to_owned()),
         Some(p) if ["TCP", "HTTP", "HTTPS"].contains(&p.to_ascii_uppercase().as_str()) => {
-            p.to_ascii_uppercase()
+            Ok(p.to_ascii_uppercase())
         }
-        Some(p) => {
-            return Err(CloudError::invalid_input(
-                ANNOTATION_HC_PROTOCOL,
-                format!("{p:?} is not TCP, HTTP or HTTPS"),
-            ));
-        }
-    };
-    let port = match annotation(service, ANNOTATION_HC_PORT) {
-        Some("traffic-port") => "traffic-port".to_owned(),
+        Some(p) => Err(CloudError::invalid_input(
+            ANNOTATION_HC_PROTOCOL,
+            format!("{p:?} is not TCP, HTTP or HTTPS"),
+        )),
+    }
+}
+
+/// `traffic-port` or a port number; by default the health check NodePort for `Local` traffic.
+fn health_check_port(service: &Service, spec: &ServiceSpec, local: bool) -> CloudResult<String> {
+    match annotation(service, ANNOTATION_HC_PORT) {
+        Some("traffic-port") => Ok("traffic-port".to_owned()),
         Some(raw) => match raw.parse::<u16>() {
-            Ok(n) if n > 0 => n.to_string(),
-            _ => {
-                return Err(CloudError::invalid_input(
-                    ANNOTATION_HC_PORT,
-                    format!("{raw:?} is neither \"traffic-port\" nor a port number"),
-                ));
-            }
+            Ok(n) if n > 0 => Ok(n.to_string()),
+            _ => Err(CloudError::invalid_input(
+                ANNOTATION_HC_PORT,
+                format!("{raw:?} is neither \"traffic-port\" nor a port number"),
+            )),
         },
-        None => match spec.health_check_node_port.filter(|p| local && *p > 0) {
-            Some(p) => p.to_string(),
-            None => "traffic-port".to_owned(),
-        },
-    };
+        None => Ok(spec
+            .health_check_node_port
+            .filter(|p| local && *p > 0)
+            .map_or_else(|| "traffic-port".to_owned(), |p| p.to_string())),
+    }
+}
+
+/// The HTTP(S) path (validated even for TCP, which has none); by default `/healthz` for `Local` traffic, else `/`.
+fn health_check_path(
+    service: &Service,
+    protocol: &str,
+    local: bool,
+) -> CloudResult<Option<String>> {
     let path = match annotation(service, ANNOTATION_HC_PATH) {
         Some(p) if !p.starts_with('/') => {
             return Err(CloudError::invalid_input(
@@ -317,34 +388,11 @@ pub(crate) fn plan(service: &Service) -> CloudResult<Plan> {
                 format!("{p:?} does not start with '/'"),
             ));
         }
-        Some(p) => Some(p.to_owned()),
-        None if protocol == "TCP" => None,
-        None => Some(if local { "/healthz" } else { "/" }.to_owned()),
+        Some(p) => p.to_owned(),
+        None if local => "/healthz".to_owned(),
+        None => "/".to_owned(),
     };
-    let health = HealthCheck {
-        path: if protocol == "TCP" { None } else { path },
-        protocol,
-        port,
-        healthy: number(service, ANNOTATION_HC_HEALTHY, 2..=10)?.unwrap_or(3),
-        unhealthy: number(service, ANNOTATION_HC_UNHEALTHY, 2..=10)?.unwrap_or(3),
-        timeout: number(service, ANNOTATION_HC_TIMEOUT, 2..=120)?,
-        interval: number(service, ANNOTATION_HC_INTERVAL, 5..=300)?.unwrap_or(10),
-    };
-    Ok(Plan::Nlb(Box::new(LbSpec {
-        namespace: service
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_owned()),
-        name: service.metadata.name.clone().unwrap_or_default(),
-        internal,
-        subnets,
-        target_node_labels: key_values(service, ANNOTATION_TARGET_NODE_LABELS)?,
-        cross_zone: boolean(service, ANNOTATION_CROSS_ZONE)?,
-        extra_tags: key_values(service, ANNOTATION_ADDITIONAL_TAGS)?,
-        health,
-        ports,
-    })))
+    Ok(Some(path).filter(|_| protocol != "TCP"))
 }
 
 #[cfg(test)]
