@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use controller_core::heartbeat::{Heartbeat, HeartbeatConfig};
-use controller_core::runtime::Shutdown;
+use controller_core::runtime::CancellationToken;
 use controller_core::virtual_node::VirtualNodeConfig;
 use futures::{StreamExt, TryStreamExt};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -45,16 +45,12 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         .await
         .context("loading the kubeconfig")?;
     let client = kube::Client::try_from(config).context("building the client")?;
-    let (_trigger, shutdown) = Shutdown::new();
-    let heartbeat = Heartbeat::start(
-        client,
-        HeartbeatConfig {
-            lease_duration: Duration::from_secs(args.lease_seconds),
-            max_concurrent_writes: args.max_concurrent_writes,
-            ..HeartbeatConfig::default()
-        },
-        shutdown,
-    )?;
+    let shutdown = CancellationToken::new();
+    let _trigger = shutdown.clone().drop_guard();
+    let mut heartbeat_config = HeartbeatConfig::default();
+    heartbeat_config.lease_duration = Duration::from_secs(args.lease_seconds);
+    heartbeat_config.max_concurrent_writes = args.max_concurrent_writes;
+    let heartbeat = Heartbeat::start(client, heartbeat_config, shutdown)?;
     let cloud = FakeCloud::new();
     futures::stream::iter(0..args.nodes)
         .map(|i| {

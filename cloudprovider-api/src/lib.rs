@@ -60,6 +60,7 @@ mod provider;
 mod provider_id;
 mod registry;
 mod routes;
+mod unsupported;
 mod virtual_node;
 mod zones;
 
@@ -74,10 +75,11 @@ pub use node_groups::{
     CloudInstance, CloudInstanceError, CloudInstanceErrorClass, CloudInstanceState, NodeGroup,
     NodeGroups,
 };
-pub use provider::{Capabilities, CloudProvider};
+pub use provider::{Capabilities, Capability, CloudProvider, InitContext};
 pub use provider_id::{PROVIDER_ID_FIELD, ProviderId, node_provider_id};
 pub use registry::{NO_PROVIDER_NAMES, ProviderRegistry, RegistryError};
 pub use routes::{Route, Routes};
+pub use unsupported::Unsupported;
 pub use virtual_node::{NodeProvider, PodLifecycle, PodNotifier, VirtualNodeProvider};
 pub use zones::{Clusters, Zone, Zones};
 

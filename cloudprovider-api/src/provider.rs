@@ -16,9 +16,10 @@ pub trait CloudProvider: Send + Sync + 'static {
     /// The provider name, also the scheme of its provider IDs (`<name>://…`).
     fn provider_name(&self) -> &str;
 
-    /// Called once before any controller starts: open connections, check credentials, discover defaults.
-    /// An error here stops the process with a clear message.
-    async fn initialize(&self) -> CloudResult<()> {
+    /// Called once, before any controller starts (upstream's `Initialize(clientBuilder, stop)`): open connections,
+    /// check credentials, discover defaults, or read what the provider needs from the cluster with
+    /// [`InitContext::client`]. An error here stops the process with a clear message.
+    async fn initialize(&self, _ctx: &InitContext) -> CloudResult<()> {
         Ok(())
     }
 
@@ -90,6 +91,18 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// Whether `capability` is supported.
+    pub fn has(&self, capability: Capability) -> bool {
+        match capability {
+            Capability::Instances => self.instances,
+            Capability::LoadBalancers => self.load_balancers,
+            Capability::Routes => self.routes,
+            Capability::Zones => self.zones,
+            Capability::Clusters => self.clusters,
+            Capability::NodeGroups => self.node_groups,
+        }
+    }
+
     /// The names of the supported capabilities.
     pub fn names(&self) -> Vec<&'static str> {
         [
@@ -114,5 +127,94 @@ impl fmt::Display for Capabilities {
         } else {
             f.write_str(&names.join(", "))
         }
+    }
+}
+
+/// One capability of a provider, as a controller declares it needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Capability {
+    /// [`CloudProvider::instances`]
+    Instances,
+    /// [`CloudProvider::load_balancers`]
+    LoadBalancers,
+    /// [`CloudProvider::routes`]
+    Routes,
+    /// [`CloudProvider::zones`]
+    Zones,
+    /// [`CloudProvider::clusters`]
+    Clusters,
+    /// [`CloudProvider::node_groups`]
+    NodeGroups,
+}
+
+impl Capability {
+    /// The name used in logs and docs (`instances`, `load-balancers`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Instances => "instances",
+            Self::LoadBalancers => "load-balancers",
+            Self::Routes => "routes",
+            Self::Zones => "zones",
+            Self::Clusters => "clusters",
+            Self::NodeGroups => "node-groups",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What [`CloudProvider::initialize`] is given: a Kubernetes client of the controller manager (with its QPS
+/// limits), for a provider that reads its settings or credentials from the cluster.
+///
+/// ```
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = kube::Client::try_default().await?;
+/// let ctx = cloudprovider_api::InitContext::new(client);
+/// assert_eq!(ctx.component(), "cloud-controller-manager");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct InitContext {
+    client: kube::Client,
+    component: String,
+}
+
+impl InitContext {
+    /// A context around `client`, for the component `cloud-controller-manager`.
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            component: "cloud-controller-manager".to_owned(),
+        }
+    }
+
+    /// The same, naming the component that initializes the provider (e.g. `node-pool-controller`).
+    pub fn with_component(mut self, component: impl Into<String>) -> Self {
+        self.component = component.into();
+        self
+    }
+
+    /// The Kubernetes client.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// The component initializing the provider.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+}
+
+impl fmt::Debug for InitContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InitContext")
+            .field("component", &self.component)
+            .finish_non_exhaustive()
     }
 }

@@ -2,14 +2,33 @@
 
 use std::sync::Arc;
 
-use cloudprovider_api::CloudProvider;
+use cloudprovider_api::{
+    CloudProvider, Clusters, Instances, LoadBalancers, NodeGroups, Routes, Unsupported, Zones,
+};
 use k8s_openapi::api::core::v1::Node;
-use kube::runtime::reflector::Store;
 
-use crate::runtime::{EventPublisher, NodeChanges, RuntimeMetrics};
+use crate::runtime::{CacheSource, EventPublisher, RuntimeMetrics};
 
 /// The shared dependencies of every controller. Cheap to clone.
+///
+/// The capability accessors ([`instances`](Self::instances), [`load_balancers`](Self::load_balancers), …) return
+/// the provider's implementation. The [`Manager`](crate::manager::Manager) starts a controller only when the
+/// provider has every capability it [requires](crate::manager::ManagedController::required_capabilities), so a
+/// controller calls them without an "unsupported" branch; should a provider withdraw a capability later, the
+/// accessor returns [`Unsupported`], whose calls fail with `NotImplemented` (a clear error, never a panic).
+///
+/// ```
+/// # use std::sync::Arc;
+/// # fn demo(client: kube::Client, provider: Arc<dyn cloudprovider_api::CloudProvider>) {
+/// use controller_core::ControllerContext;
+/// use controller_core::runtime::{EventPublisher, RuntimeMetrics};
+/// let events = EventPublisher::new(client.clone(), "my-cloud-controller-manager", None);
+/// let ctx = ControllerContext::new(client, provider, events).with_cluster_name("prod-eu");
+/// assert_eq!(ctx.cluster_name, "prod-eu");
+/// # }
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ControllerContext {
     /// Kubernetes client.
     pub client: kube::Client,
@@ -23,6 +42,66 @@ pub struct ControllerContext {
     pub metrics: RuntimeMetrics,
 }
 
+impl ControllerContext {
+    /// A context with cluster name `kubernetes` and unregistered runtime metrics.
+    pub fn new(
+        client: kube::Client,
+        provider: Arc<dyn CloudProvider>,
+        events: EventPublisher,
+    ) -> Self {
+        Self {
+            client,
+            provider,
+            cluster_name: "kubernetes".to_owned(),
+            events,
+            metrics: RuntimeMetrics::default(),
+        }
+    }
+
+    /// Sets the cluster name (upstream's `--cluster-name`).
+    pub fn with_cluster_name(mut self, cluster_name: impl Into<String>) -> Self {
+        self.cluster_name = cluster_name.into();
+        self
+    }
+
+    /// Sets the runtime metrics (e.g. ones registered with [`RuntimeMetrics::register`]).
+    pub fn with_metrics(mut self, metrics: RuntimeMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The provider's instances.
+    pub fn instances(&self) -> &dyn Instances {
+        self.provider.instances().unwrap_or(&Unsupported)
+    }
+
+    /// The provider's load balancers.
+    pub fn load_balancers(&self) -> &dyn LoadBalancers {
+        self.provider.load_balancers().unwrap_or(&Unsupported)
+    }
+
+    /// The provider's routes.
+    pub fn routes(&self) -> &dyn Routes {
+        self.provider.routes().unwrap_or(&Unsupported)
+    }
+
+    /// The provider's node groups.
+    pub fn node_groups(&self) -> &dyn NodeGroups {
+        self.provider.node_groups().unwrap_or(&Unsupported)
+    }
+
+    /// The provider's zones. No built-in controller calls it: instance metadata carries the zone, as upstream's
+    /// `InstancesV2` does.
+    pub fn zones(&self) -> &dyn Zones {
+        self.provider.zones().unwrap_or(&Unsupported)
+    }
+
+    /// The provider's clusters. No built-in controller calls it (upstream's controllers do not either).
+    pub fn clusters(&self) -> &dyn Clusters {
+        self.provider.clusters().unwrap_or(&Unsupported)
+    }
+}
+
 impl std::fmt::Debug for ControllerContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControllerContext")
@@ -33,19 +112,4 @@ impl std::fmt::Debug for ControllerContext {
 }
 
 /// The shared Node cache as one controller sees it: a reader, and its own subscription to every change.
-pub struct NodeSource {
-    /// All cached Nodes (managed fields stripped).
-    pub store: Store<Node>,
-    /// Every added or modified Node, for `Controller::for_shared_stream` or a custom loop.
-    pub changes: NodeChanges,
-    /// Bumped after every change to the cache, deletions included.
-    pub generation: tokio::sync::watch::Receiver<u64>,
-}
-
-impl std::fmt::Debug for NodeSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeSource")
-            .field("nodes", &self.store.state().len())
-            .finish()
-    }
-}
+pub type NodeSource = CacheSource<Node>;

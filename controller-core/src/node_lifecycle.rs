@@ -17,11 +17,11 @@
 //! conditioned on the observed `resourceVersion`; a conflict is retried on the next period.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cloudprovider_api::{CloudProvider, InstanceState};
+use cloudprovider_api::{Capability, CloudProvider, InstanceState, Unsupported};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::Store;
@@ -34,7 +34,8 @@ use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::cloud_node::has_uninitialized_taint;
-use crate::runtime::{EventPublisher, Shutdown};
+use crate::manager::{ControllerError, ManagedController, SharedCaches};
+use crate::runtime::{CancellationToken, EventPublisher};
 use crate::{ControllerContext, NodeSource};
 
 /// The controller's name, as upstream names it.
@@ -56,6 +57,7 @@ const WRITE_CONCURRENCY: usize = 16;
 
 /// Settings of the cloud-node-lifecycle controller.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NodeLifecycleConfig {
     /// How often Nodes are checked (upstream `--node-monitor-period`, default 5 s).
     pub monitor_period: Duration,
@@ -117,12 +119,53 @@ impl NodeLifecycleMetrics {
     }
 }
 
+/// The cloud-node-lifecycle controller as a [`ManagedController`]: `cloud-node-lifecycle` (alias `cloud-node-lifecycle-controller`), needs instances.
+#[derive(Clone, Debug)]
+pub struct NodeLifecycleController {
+    config: NodeLifecycleConfig,
+}
+
+impl NodeLifecycleController {
+    /// The controller with these settings.
+    pub fn new(config: NodeLifecycleConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl ManagedController for NodeLifecycleController {
+    fn name(&self) -> &'static str {
+        "cloud-node-lifecycle"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["cloud-node-lifecycle-controller"]
+    }
+
+    fn required_capabilities(&self) -> &'static [Capability] {
+        &[Capability::Instances]
+    }
+
+    fn run(
+        &self,
+        ctx: ControllerContext,
+        caches: SharedCaches,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ControllerError>> {
+        let nodes = caches.nodes();
+        let config = self.config.clone();
+        Box::pin(async move {
+            run(ctx, nodes, config, shutdown).await;
+            Ok(())
+        })
+    }
+}
+
 /// Runs the cloud-node-lifecycle controller until `shutdown` fires.
-pub async fn run(
+async fn run(
     ctx: ControllerContext,
     nodes: NodeSource,
     config: NodeLifecycleConfig,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let NodeSource { store, changes, .. } = nodes;
     // This loop reads the store on a timer; it needs no change stream.
@@ -133,9 +176,8 @@ pub async fn run(
         events: ctx.events.clone(),
         metrics: config.metrics,
         store,
-        unsupported_logged: AtomicBool::new(false),
     };
-    let stop = shutdown.wait();
+    let stop = shutdown.cancelled_owned();
     tokio::pin!(stop);
     // An empty cache before the first list is not "no nodes".
     tokio::select! {
@@ -184,7 +226,6 @@ struct Lifecycle {
     events: EventPublisher,
     metrics: NodeLifecycleMetrics,
     store: Store<Node>,
-    unsupported_logged: AtomicBool,
 }
 
 /// What one Node needs this period.
@@ -197,16 +238,7 @@ enum Step {
 impl Lifecycle {
     /// One pass over the cached Nodes. Returns how long to pause when the cloud throttled the lookup.
     async fn monitor(&self) -> Option<Duration> {
-        let Some(instances) = self.provider.instances() else {
-            if !self.unsupported_logged.swap(true, Ordering::Relaxed) {
-                error!(
-                    controller = CONTROLLER_NAME,
-                    provider = self.provider.provider_name(),
-                    "the cloud provider does not support instances: Nodes of gone instances are not deleted"
-                );
-            }
-            return None;
-        };
+        let instances = self.provider.instances().unwrap_or(&Unsupported);
         let started = Instant::now();
         let mut steps: Vec<(Arc<Node>, Step)> = Vec::new();
         let mut not_ready: Vec<Arc<Node>> = Vec::new();

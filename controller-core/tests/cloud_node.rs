@@ -9,7 +9,9 @@ use cloudprovider_api::{NodeAddress, NodeAddressType};
 use common::{
     Env, UNINITIALIZED, create_node, events_about, eventually, stops_on_shutdown, tainted_node,
 };
-use controller_core::cloud_node::{self, CloudNodeConfig, PROVIDED_NODE_IP_ANNOTATION};
+use controller_core::cloud_node::{
+    self, CloudNodeConfig, CloudNodeController, PROVIDED_NODE_IP_ANNOTATION,
+};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, WatchEvent, WatchParams};
@@ -18,19 +20,9 @@ use provider_fake::{FakeInstance, FaultKind, Method};
 const WAIT: Duration = Duration::from_secs(15);
 
 fn start(env: &Env, frequency: Duration) -> tokio::task::JoinHandle<()> {
-    let Some(nodes) = env.node_sources(1).pop() else {
-        panic!("no node source")
-    };
-    let config = CloudNodeConfig {
-        node_status_update_frequency: frequency,
-        ..CloudNodeConfig::default()
-    };
-    tokio::spawn(cloud_node::run(
-        env.ctx.clone(),
-        nodes,
-        config,
-        env.shutdown.clone(),
-    ))
+    let mut config = CloudNodeConfig::default();
+    config.node_status_update_frequency = frequency;
+    env.run(CloudNodeController::new(config))
 }
 
 fn has_taint(node: &Node, key: &str) -> bool {

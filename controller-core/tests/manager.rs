@@ -9,10 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloudprovider_api::{CloudProvider, CloudResult, InstanceMetadata, InstanceState, Instances};
 use common::*;
-use controller_core::manager::{Manager, ManagerConfig, ManagerExit};
-use controller_core::node_lifecycle::NodeLifecycleConfig;
-use controller_core::runtime::Shutdown;
-use controller_core::{ControllerContext, ControllerKind, ControllerSelection};
+use controller_core::ControllerContext;
+use controller_core::manager::{ControllerRegistry, Manager, ManagerExit};
+use controller_core::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
+use controller_core::runtime::CancellationToken;
 use k8s_openapi::api::core::v1::{Node, NodeSpec};
 use kube::api::{ObjectMeta, PostParams};
 use lease_election::{LeaderElector, LeaseConfig};
@@ -74,27 +74,23 @@ fn replica(
         replica: name,
         log: Arc::clone(log),
     });
-    let ctx = ControllerContext {
-        client: client.clone(),
-        provider,
-        ..env.ctx.clone()
-    };
-    let config = ManagerConfig {
-        selection: ControllerSelection::parse([ControllerKind::CloudNodeLifecycle.name()])
-            .unwrap_or_else(|e| panic!("{e}")),
-        node_lifecycle: NodeLifecycleConfig {
-            monitor_period: Duration::from_millis(100),
-            ..NodeLifecycleConfig::default()
-        },
-        ..ManagerConfig::default()
-    };
+    let ctx = ControllerContext::new(client.clone(), provider, env.ctx.events.clone());
+    let mut lifecycle = NodeLifecycleConfig::default();
+    lifecycle.monitor_period = Duration::from_millis(100);
+    let mut registry = ControllerRegistry::new();
+    registry
+        .register(NodeLifecycleController::new(lifecycle))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let selection = registry
+        .select(["cloud-node-lifecycle"])
+        .unwrap_or_else(|e| panic!("{e}"));
     let lease = LeaseConfig::new("kube-system", "cloud-controller-manager", name).with_timings(
         Duration::from_secs(2),
         Duration::from_millis(1500),
         Duration::from_secs(1),
     );
     let elector = LeaderElector::new(client, lease).unwrap_or_else(|e| panic!("{e}"));
-    (Manager::new(ctx, config), elector)
+    (Manager::new(ctx, &registry, &selection), elector)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +128,8 @@ async fn two_replicas_never_act_at_the_same_time() {
         .unwrap_or_else(|e| panic!("{e}"));
     let (a, a_elector) = replica(&env, a_client, "a", &log);
     let (b, b_elector) = replica(&env, env.client(), "b", &log);
-    let (_stop, shutdown) = Shutdown::new();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
 
     let a_shutdown = shutdown.clone();
     let a_task =

@@ -5,7 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Env, create_node, events_about, eventually, stops_on_shutdown, tainted_node};
-use controller_core::node_lifecycle::{self, NodeLifecycleConfig, SHUTDOWN_TAINT};
+use controller_core::node_lifecycle::{
+    self, NodeLifecycleConfig, NodeLifecycleController, SHUTDOWN_TAINT,
+};
 use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
 use kube::api::{ObjectMeta, Patch, PatchParams};
 use provider_fake::{FakeInstance, FakeInstanceState, FaultKind, Method};
@@ -15,19 +17,9 @@ const WAIT: Duration = Duration::from_secs(10);
 const PERIOD: Duration = Duration::from_millis(200);
 
 fn start(env: &Env) -> tokio::task::JoinHandle<()> {
-    let Some(nodes) = env.node_sources(1).pop() else {
-        panic!("no node source")
-    };
-    let config = NodeLifecycleConfig {
-        monitor_period: PERIOD,
-        ..NodeLifecycleConfig::default()
-    };
-    tokio::spawn(node_lifecycle::run(
-        env.ctx.clone(),
-        nodes,
-        config,
-        env.shutdown.clone(),
-    ))
+    let mut config = NodeLifecycleConfig::default();
+    config.monitor_period = PERIOD;
+    env.run(NodeLifecycleController::new(config))
 }
 
 fn shutdown_taint() -> Taint {

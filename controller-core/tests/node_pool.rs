@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Env, UNINITIALIZED, events_about, eventually};
-use controller_core::cloud_node::{self, CloudNodeConfig};
+use controller_core::cloud_node::{CloudNodeConfig, CloudNodeController};
 use controller_core::node_pool::{
-    self, INITIALIZED_LABEL, NodePool, NodePoolConfig, NodePoolMetrics, NodePoolSpec, POOL_LABEL,
-    UNREGISTERED_TAINT,
+    self, INITIALIZED_LABEL, NodePool, NodePoolConfig, NodePoolController, NodePoolMetrics,
+    NodePoolSpec, POOL_LABEL, UNREGISTERED_TAINT,
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -67,29 +67,13 @@ async fn start(provision_delay: Duration, with_cloud_node: bool) -> PoolEnv {
     let env = Env::start_on(cp, cloud);
     install_crd(&env).await;
 
-    let mut sources = env.node_sources(2);
-    let (Some(for_pool), Some(for_cloud_node)) = (sources.pop(), sources.pop()) else {
-        panic!("node sources")
-    };
     if with_cloud_node {
-        tokio::spawn(cloud_node::run(
-            env.ctx.clone(),
-            for_cloud_node,
-            CloudNodeConfig::default(),
-            env.shutdown.clone(),
-        ));
+        env.run(CloudNodeController::new(CloudNodeConfig::default()));
     }
     let metrics = NodePoolMetrics::default();
-    let config = NodePoolConfig {
-        metrics: metrics.clone(),
-        ..NodePoolConfig::default()
-    };
-    tokio::spawn(node_pool::run(
-        env.ctx.clone(),
-        for_pool,
-        config,
-        env.shutdown.clone(),
-    ));
+    let mut config = NodePoolConfig::default();
+    config.metrics = metrics.clone();
+    env.run(NodePoolController::new(config));
     let joiner = NodeJoiner::start(
         env.client(),
         env.ctx.provider.clone(),

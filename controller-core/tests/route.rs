@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cloudprovider_api::{CloudProvider, CloudResult, Route, Routes, async_trait};
 use common::{Env, create_node, events_about, eventually};
-use controller_core::route::{self, RouteConfig};
+use controller_core::route::{self, RouteConfig, RouteController};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
 use provider_fake::{FakeCloud, FaultKind, Method};
@@ -44,13 +44,7 @@ fn node(name: &str, cidrs: &[&str]) -> Node {
 }
 
 fn start(env: &Env, config: RouteConfig) -> JoinHandle<()> {
-    let source = env.node_sources(1).remove(0);
-    tokio::spawn(route::run(
-        env.ctx.clone(),
-        source,
-        config,
-        env.shutdown.clone(),
-    ))
+    env.run(RouteController::new(config))
 }
 
 /// The fake's routes as CIDR → (target, blackhole).

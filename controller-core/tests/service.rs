@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Env, create_node, events_about, eventually};
 use controller_core::service::{
-    self, FINALIZER, LABEL_EXCLUDE_FROM_LOAD_BALANCERS, ServiceConfig, ServiceMetrics,
+    FINALIZER, LABEL_EXCLUDE_FROM_LOAD_BALANCERS, ServiceConfig, ServiceController, ServiceMetrics,
 };
 use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
 use kube::ResourceExt;
@@ -71,13 +71,7 @@ async fn start(env: &Env, nodes: &[&str], config: ServiceConfig) {
     for n in nodes {
         create_node(env, &plain_node(n)).await;
     }
-    let source = env.node_sources(1).remove(0);
-    tokio::spawn(service::run(
-        env.ctx.clone(),
-        source,
-        config,
-        env.shutdown.clone(),
-    ));
+    env.run(ServiceController::new(config));
 }
 
 fn ingress_ip(svc: &Service) -> Option<String> {
@@ -133,10 +127,8 @@ async fn ensures_load_balancer_and_records_status_once() {
     let env = Env::start().await;
     let mut registry = Registry::default();
     let metrics = ServiceMetrics::register(&mut registry);
-    let config = ServiceConfig {
-        metrics: metrics.clone(),
-        ..ServiceConfig::default()
-    };
+    let mut config = ServiceConfig::default();
+    config.metrics = metrics.clone();
     start(&env, &["node-b", "node-a"], config).await;
     let created = create_service(&env, &lb_service("web")).await;
 
@@ -303,10 +295,8 @@ async fn type_change_cleans_up_and_empties_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_set_changes_update_every_load_balancer() {
     let env = Env::start().await;
-    let config = ServiceConfig {
-        workers: 2,
-        ..ServiceConfig::default()
-    };
+    let mut config = ServiceConfig::default();
+    config.workers = 2;
     start(&env, &["node-a", "node-b"], config).await;
     let web = create_service(&env, &lb_service("web")).await;
     let api = create_service(&env, &lb_service("api")).await;
@@ -427,10 +417,8 @@ async fn implemented_elsewhere_is_left_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_load_balancer_class_is_ignored() {
     let env = Env::start().await;
-    let config = ServiceConfig {
-        load_balancer_classes: vec!["example.com/ours".into()],
-        ..ServiceConfig::default()
-    };
+    let mut config = ServiceConfig::default();
+    config.load_balancer_classes = vec!["example.com/ours".into()];
     start(&env, &["node-a"], config).await;
     let mut other = lb_service("other");
     let mut ours = lb_service("ours");

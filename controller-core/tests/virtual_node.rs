@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cloudprovider_api::VirtualNodeProvider;
 use controller_core::heartbeat::{Heartbeat, HeartbeatConfig};
-use controller_core::runtime::{EventPublisher, RuntimeMetrics, Shutdown};
+use controller_core::runtime::{CancellationToken, EventPublisher, RuntimeMetrics};
 use controller_core::virtual_node::{
     LABEL_TYPE, NODE_TYPE, REASON_PROVIDER_FAILED, TAINT_PROVIDER, VirtualNode, VirtualNodeConfig,
 };
@@ -24,10 +24,9 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A 4 s Lease renewed every second, so the test sees several renewals quickly.
 fn fast_heartbeat() -> HeartbeatConfig {
-    HeartbeatConfig {
-        lease_duration: Duration::from_secs(4),
-        ..HeartbeatConfig::default()
-    }
+    let mut config = HeartbeatConfig::default();
+    config.lease_duration = Duration::from_secs(4);
+    config
 }
 
 fn pod(name: &str, node: &str, tolerate: bool, restart_policy: &str) -> Pod {
@@ -95,7 +94,8 @@ async fn tolerating_pod_runs_on_the_virtual_node_and_its_deletion_completes() {
     // Left over from an earlier run: Kubernetes has no such pod, so the runtime deletes it on start.
     vnode.insert_running_pod(pod("orphan", "vk-1", true, "Always"));
 
-    let (stop, shutdown) = Shutdown::new();
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
     let heartbeat =
         Heartbeat::start(client.clone(), fast_heartbeat(), shutdown.clone()).expect("heartbeat");
     let provider: Arc<dyn VirtualNodeProvider> = Arc::new(vnode.clone());
@@ -242,7 +242,7 @@ async fn tolerating_pod_runs_on_the_virtual_node_and_its_deletion_completes() {
     })
     .await;
 
-    stop.trigger();
+    stop.cancel();
     let result = tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .expect("runtime stops on shutdown")
@@ -256,7 +256,8 @@ async fn lease_advances_while_ping_succeeds_and_stops_when_it_fails() {
     let client = cp.client();
     let cloud = FakeCloud::new();
     let vnode = cloud.virtual_node("vk-2");
-    let (_stop, shutdown) = Shutdown::new();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
     let heartbeat =
         Heartbeat::start(client.clone(), fast_heartbeat(), shutdown.clone()).expect("heartbeat");
     let registered = heartbeat

@@ -50,6 +50,7 @@ pub enum ConfigError {
 /// assert_eq!(config.lease_duration.as_secs(), 15);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LeaseConfig {
     /// Namespace of the Lease.
     pub namespace: String,

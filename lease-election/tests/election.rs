@@ -224,9 +224,10 @@ async fn without_the_watch_followers_poll_like_client_go() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let audit = Audit::default();
-    let config = |id: &str| LeaseConfig {
-        watch: false,
-        ..LeaseConfig::new(NS, "no-watch", id)
+    let config = |id: &str| {
+        let mut config = LeaseConfig::new(NS, "no-watch", id);
+        config.watch = false;
+        config
     };
     let (a, b) = leader_and_follower(
         (cp.client(), config("a")),

@@ -441,7 +441,7 @@ impl CloudProvider for FakeCloud {
         &self.inner.settings.name
     }
 
-    async fn initialize(&self) -> CloudResult<()> {
+    async fn initialize(&self, _ctx: &cloudprovider_api::InitContext) -> CloudResult<()> {
         self.call(Method::Initialize, String::new(), |_, _| Ok(()))
             .await
     }

@@ -85,9 +85,9 @@ async fn persistent_faults_last_until_cleared() {
     assert!(cloud.zone().await.is_ok());
 
     cloud.fail_always(Method::Initialize, FaultKind::Transient);
-    assert!(cloud.initialize().await.is_err());
+    assert!(cloud.initialize(&init_context()).await.is_err());
     cloud.reset_faults();
-    assert!(cloud.initialize().await.is_ok());
+    assert!(cloud.initialize(&init_context()).await.is_ok());
 }
 
 #[tokio::test]
@@ -335,4 +335,15 @@ async fn call_log_capacity_bounds_memory_but_not_counts() {
     let seqs: Vec<u64> = cloud.calls().iter().map(|c| c.seq).collect();
     assert_eq!(seqs, [7, 8, 9]);
     assert_eq!(cloud.count(Method::Zone), 10);
+}
+
+/// An initialization context whose client points nowhere (the fake never calls the apiserver).
+fn init_context() -> cloudprovider_api::InitContext {
+    let config = kube::Config::new(
+        "http://127.0.0.1:9"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("{e}"));
+    cloudprovider_api::InitContext::new(client)
 }

@@ -21,10 +21,10 @@ mod labels;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cloudprovider_api::{CloudError, CloudProvider, Instances};
+use cloudprovider_api::{Capability, CloudError, CloudProvider, Instances, Unsupported};
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -34,11 +34,14 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tracing::{debug, error, info};
+use tracing::{debug, info};
 
 pub use addresses::PROVIDED_NODE_IP_ANNOTATION;
 
-use crate::runtime::{self, EventPublisher, ReconcileError, Reconciler, RunOptions, Shutdown};
+use crate::manager::{ControllerError, ManagedController, SharedCaches};
+use crate::runtime::{
+    self, CancellationToken, EventPublisher, ReconcileError, Reconciler, RunOptions,
+};
 use crate::{ControllerContext, NodeSource};
 
 /// The controller's name, as upstream names it.
@@ -56,6 +59,7 @@ pub const SYNCED_REASON: &str = "Synced";
 
 /// Settings of the cloud-node controller.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CloudNodeConfig {
     /// How many Nodes are synced at once (upstream `--concurrent-node-syncs`, default 1).
     pub workers: u16,
@@ -117,17 +121,58 @@ impl CloudNodeMetrics {
     }
 }
 
+/// The cloud-node controller as a [`ManagedController`]: `cloud-node` (alias `cloud-node-controller`), needs instances.
+#[derive(Clone, Debug)]
+pub struct CloudNodeController {
+    config: CloudNodeConfig,
+}
+
+impl CloudNodeController {
+    /// The controller with these settings.
+    pub fn new(config: CloudNodeConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl ManagedController for CloudNodeController {
+    fn name(&self) -> &'static str {
+        "cloud-node"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["cloud-node-controller"]
+    }
+
+    fn required_capabilities(&self) -> &'static [Capability] {
+        &[Capability::Instances]
+    }
+
+    fn run(
+        &self,
+        ctx: ControllerContext,
+        caches: SharedCaches,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ControllerError>> {
+        let nodes = caches.nodes();
+        let config = self.config.clone();
+        Box::pin(async move {
+            run(ctx, nodes, config, shutdown).await;
+            Ok(())
+        })
+    }
+}
+
 /// Runs the cloud-node controller over the shared Node cache until `shutdown` fires.
-pub async fn run(
+async fn run(
     ctx: ControllerContext,
     nodes: NodeSource,
     config: CloudNodeConfig,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let workers = config.workers;
     let reconciler = CloudNodeReconciler::new(&ctx, nodes.store.clone(), config);
     let controller = Controller::for_shared_stream(nodes.changes, nodes.store)
-        .graceful_shutdown_on(shutdown.wait());
+        .graceful_shutdown_on(shutdown.cancelled_owned());
     let options = RunOptions {
         workers,
         events: ctx.events.clone(),
@@ -149,8 +194,6 @@ struct CloudNodeReconciler {
     frequency: Duration,
     store: Store<Node>,
     last_sync: Mutex<LastSync>,
-    /// The "no instances" error is logged once, not per Node and event.
-    unsupported_logged: AtomicBool,
 }
 
 impl Reconciler<Node> for CloudNodeReconciler {
@@ -162,15 +205,7 @@ impl Reconciler<Node> for CloudNodeReconciler {
         if node.metadata.deletion_timestamp.is_some() {
             return Ok(Action::await_change());
         }
-        let Some(instances) = self.provider.instances() else {
-            if !self.unsupported_logged.swap(true, Ordering::Relaxed) {
-                error!(
-                    provider = self.provider.provider_name(),
-                    "the cloud provider does not support instances: Nodes are neither initialized nor synced"
-                );
-            }
-            return Ok(Action::await_change());
-        };
+        let instances = self.provider.instances().unwrap_or(&Unsupported);
         if has_uninitialized_taint(&node) {
             self.initialize(instances, &node).await?;
         } else if let Some(wait) = self.not_due(&node) {
@@ -206,7 +241,6 @@ impl CloudNodeReconciler {
             frequency: config.node_status_update_frequency,
             store,
             last_sync: Mutex::new(HashMap::new()),
-            unsupported_logged: AtomicBool::new(false),
         }
     }
 

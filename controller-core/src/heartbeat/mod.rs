@@ -16,11 +16,11 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use controller_core::heartbeat::{Heartbeat, HeartbeatConfig};
-//! use controller_core::runtime::Shutdown;
+//! use controller_core::runtime::CancellationToken;
 //! use k8s_openapi::api::core::v1::Node;
 //! # async fn demo(provider: Arc<dyn cloudprovider_api::NodeProvider>) -> Result<(), Box<dyn std::error::Error>> {
 //! let client = kube::Client::try_default().await?;
-//! let (_trigger, shutdown) = Shutdown::new();
+//! let shutdown = CancellationToken::new();
 //! let heartbeat = Heartbeat::start(client, HeartbeatConfig::default(), shutdown)?;
 //! let mut node = Node::default();
 //! node.metadata.name = Some("vk-1".into());
@@ -45,7 +45,7 @@ use tracing::{Instrument, info_span};
 pub use metrics::HeartbeatMetrics;
 pub use status::default_conditions;
 
-use crate::runtime::Shutdown;
+use tokio_util::sync::CancellationToken;
 
 /// The namespace of node Leases.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -81,6 +81,7 @@ pub enum HeartbeatError {
 
 /// Timings and limits of the heartbeat. The defaults are the kubelet's.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct HeartbeatConfig {
     /// `leaseDurationSeconds` of the node Leases (kubelet: 40 s).
     pub lease_duration: Duration,
@@ -155,7 +156,7 @@ pub(crate) enum Command {
     Conditions(String, Vec<NodeCondition>),
 }
 
-/// Keeps many Nodes alive. Cheap to clone; the scheduler stops when the [`Shutdown`] given to
+/// Keeps many Nodes alive. Cheap to clone; the scheduler stops when the [`CancellationToken`] given to
 /// [`start`](Self::start) fires.
 #[derive(Clone)]
 pub struct Heartbeat {
@@ -178,7 +179,7 @@ impl Heartbeat {
     pub fn start(
         client: kube::Client,
         config: HeartbeatConfig,
-        shutdown: Shutdown,
+        shutdown: CancellationToken,
     ) -> Result<Self, HeartbeatError> {
         Self::start_with_metrics(client, config, HeartbeatMetrics::default(), shutdown)
     }
@@ -188,7 +189,7 @@ impl Heartbeat {
         client: kube::Client,
         config: HeartbeatConfig,
         metrics: HeartbeatMetrics,
-        shutdown: Shutdown,
+        shutdown: CancellationToken,
     ) -> Result<Self, HeartbeatError> {
         config.validate()?;
         let config = Arc::new(config);

@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 use super::renew::{self, Clients, Job, Outcome};
 use super::status::{changed, merged, stamped};
 use super::{Command, HeartbeatConfig, HeartbeatMetrics, default_conditions};
-use crate::runtime::Shutdown;
+use tokio_util::sync::CancellationToken;
 
 /// Backoff of failed Lease writes (the kubelet's 200 ms → 7 s).
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -82,9 +82,9 @@ impl Scheduler {
         }
     }
 
-    pub(crate) async fn run(mut self, shutdown: Shutdown) {
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let mut in_flight: InFlight = FuturesUnordered::new();
-        let stop = shutdown.wait();
+        let stop = shutdown.cancelled_owned();
         tokio::pin!(stop);
         let mut commands_open = true;
         loop {

@@ -37,16 +37,15 @@
 //! they never register).
 //!
 //! ```no_run
-//! use controller_core::node_pool::{self, NodePoolConfig};
-//! use controller_core::runtime::{NodeCache, Shutdown};
-//! use controller_core::{ControllerContext, NodeSource};
-//! # async fn demo(ctx: ControllerContext) {
-//! let cache = NodeCache::new(ctx.client.clone());
-//! let nodes = NodeSource { store: cache.store(), changes: cache.changes(), generation: cache.generation() };
-//! tokio::spawn(cache.run());
-//! let (_trigger, shutdown) = Shutdown::new();
-//! node_pool::run(ctx, nodes, NodePoolConfig::default(), shutdown).await;
-//! # }
+//! use controller_core::manager::{ControllerRegistry, Manager};
+//! use controller_core::node_pool::{NodePoolConfig, NodePoolController};
+//! use controller_core::runtime::CancellationToken;
+//! # async fn demo(ctx: controller_core::ControllerContext) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut registry = ControllerRegistry::new();
+//! registry.register(NodePoolController::new(NodePoolConfig::default()).enabled_by_default(true))?;
+//! let selection = registry.select(["*"])?;
+//! Manager::new(ctx, &registry, &selection).run(CancellationToken::new()).await;
+//! # Ok(()) }
 //! ```
 
 mod crd;
@@ -61,12 +60,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloudprovider_api::Capability;
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
 use tracing::debug;
@@ -77,7 +78,10 @@ pub use crd::{
 };
 pub use metrics::{DecisionLabels, NodePoolMetrics, NodeStateLabels, PoolLabel};
 
-use crate::runtime::{self, EventPublisher, ReconcileError, Reconciler, RunOptions, Shutdown};
+use crate::manager::{ControllerError, ManagedController, SharedCaches};
+use crate::runtime::{
+    self, CacheSource, CancellationToken, EventPublisher, ReconcileError, Reconciler, RunOptions,
+};
 use crate::{ControllerContext, NodeSource};
 
 /// The controller's name (in logs, metrics and as the field manager).
@@ -113,6 +117,7 @@ pub mod reasons {
 
 /// Settings of the node-pool controller.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NodePoolConfig {
     /// How many pools are reconciled at once.
     pub workers: u16,
@@ -144,40 +149,95 @@ impl Default for NodePoolConfig {
     }
 }
 
+/// The node-pool controller as a [`ManagedController`]: `node-pool` (alias `node-pool-controller`), needs node
+/// groups. Off by default in a cloud-controller-manager (`--controllers=*,node-pool` turns it on), as
+/// cluster-autoscaler is a separate component upstream; [`enabled_by_default`](Self::enabled_by_default) changes that
+/// for a binary that runs it alone.
+#[derive(Clone, Debug)]
+pub struct NodePoolController {
+    config: NodePoolConfig,
+    default_on: bool,
+}
+
+impl NodePoolController {
+    /// The controller with these settings, off unless named in `--controllers`.
+    pub fn new(config: NodePoolConfig) -> Self {
+        Self {
+            config,
+            default_on: false,
+        }
+    }
+
+    /// Whether `*` includes it.
+    pub fn enabled_by_default(mut self, on: bool) -> Self {
+        self.default_on = on;
+        self
+    }
+}
+
+impl ManagedController for NodePoolController {
+    fn name(&self) -> &'static str {
+        "node-pool"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &[CONTROLLER_NAME]
+    }
+
+    fn enabled_by_default(&self) -> bool {
+        self.default_on
+    }
+
+    fn required_capabilities(&self) -> &'static [Capability] {
+        &[Capability::NodeGroups]
+    }
+
+    fn run(
+        &self,
+        ctx: ControllerContext,
+        caches: SharedCaches,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ControllerError>> {
+        let nodes = caches.nodes();
+        let pods = caches.pods();
+        let config = self.config.clone();
+        Box::pin(async move {
+            run(ctx, nodes, pods, config, shutdown).await;
+            Ok(())
+        })
+    }
+}
+
 /// Runs the node-pool controller until `shutdown` fires. The [`NodePool`] CRD must be installed (see
 /// `NodePool::crd()`).
-pub async fn run(
+async fn run(
     ctx: ControllerContext,
     nodes: NodeSource,
+    pods: CacheSource<Pod>,
     config: NodePoolConfig,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
     let pools: Api<NodePool> = Api::all(ctx.client.clone());
-    let (pod_store, pod_writer) = reflector::store();
-    let pod_events = watcher(
-        Api::<Pod>::all(ctx.client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|pod| pod.managed_fields_mut().clear())
-    .reflect(pod_writer)
-    .filter_map(|e| async move { e.ok().map(|_| ()) });
+    let pod_events = pods.changes.map(|_| ());
+    let pod_deletions = generation_changes(pods.generation);
     let node_events = nodes.changes.map(|_| ());
     let node_deletions = generation_changes(nodes.generation);
-    let triggers = futures::stream::select(
-        futures::stream::select(pod_events, node_events),
-        node_deletions,
-    );
+    let triggers = futures::stream::select_all([
+        pod_events.boxed(),
+        pod_deletions.boxed(),
+        node_events.boxed(),
+        node_deletions.boxed(),
+    ]);
     let controller = Controller::new(pools, watcher::Config::default())
         .reconcile_all_on(debounced(triggers, config.debounce))
-        .graceful_shutdown_on(shutdown.wait());
+        .graceful_shutdown_on(shutdown.cancelled_owned());
     let reconciler = PoolReconciler {
         client: ctx.client.clone(),
         provider: Arc::clone(&ctx.provider),
         events: ctx.events.clone(),
         metrics: config.metrics.clone(),
         nodes: nodes.store,
-        pods: pod_store,
+        pods: pods.store,
         pools: controller.store(),
         config: config.clone(),
         memory: Mutex::new(BTreeMap::new()),

@@ -28,7 +28,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudprovider_api::{CloudError, Route, Routes};
+use cloudprovider_api::{Capability, CloudError, Route, Routes};
+use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
@@ -42,7 +43,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::ControllerContext;
 use crate::NodeSource;
-use crate::runtime::{PerObjectBackoff, Shutdown};
+use crate::manager::{ControllerError, ManagedController, SharedCaches};
+use crate::runtime::{CancellationToken, PerObjectBackoff};
 use plan::NodeRoutes;
 use status::{ConditionUpdate, Networking};
 
@@ -69,6 +71,7 @@ const MAX_CONCURRENT_STATUS_PATCHES: usize = 16;
 
 /// Settings of the route controller.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RouteConfig {
     /// The cluster's pod address ranges (upstream `--cluster-cidr`, comma-separated, dual-stack allowed). Only
     /// routes inside them are managed. Must not be empty: [`run`] refuses to start without them.
@@ -136,29 +139,79 @@ pub fn parse_cluster_cidrs(flag: &str) -> Result<Vec<IpNet>, ClusterCidrError> {
     Ok(cidrs)
 }
 
-/// Runs the route controller until `shutdown` fires. Returns at once, logging an error, when the provider does
-/// not support routes or no cluster CIDR is configured (upstream refuses to start the controller then too).
-pub async fn run(
+/// The route controller as a [`ManagedController`]: `route` (alias `node-route-controller`, `route-controller`), needs routes.
+#[derive(Clone, Debug)]
+pub struct RouteController {
+    config: RouteConfig,
+    disabled: Option<String>,
+}
+
+impl RouteController {
+    /// The controller with these settings.
+    pub fn new(config: RouteConfig) -> Self {
+        Self {
+            config,
+            disabled: None,
+        }
+    }
+
+    /// A route controller that is registered (so `--controllers` knows it) but does not run, for this reason
+    /// (upstream: "will not configure cloud provider routes" without `--allocate-node-cidrs` and
+    /// `--configure-cloud-routes`).
+    pub fn disabled(reason: impl Into<String>) -> Self {
+        Self {
+            config: RouteConfig::new(Vec::new()),
+            disabled: Some(reason.into()),
+        }
+    }
+}
+
+impl ManagedController for RouteController {
+    fn name(&self) -> &'static str {
+        "route"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["node-route-controller", "route-controller"]
+    }
+
+    fn required_capabilities(&self) -> &'static [Capability] {
+        &[Capability::Routes]
+    }
+
+    /// Without a cluster CIDR there is nothing to route (upstream refuses to start the controller then too).
+    fn inactive_reason(&self) -> Option<String> {
+        if let Some(reason) = &self.disabled {
+            return Some(reason.clone());
+        }
+        self.config
+            .cluster_cidrs
+            .is_empty()
+            .then(|| "no --cluster-cidr configured".to_owned())
+    }
+
+    fn run(
+        &self,
+        ctx: ControllerContext,
+        caches: SharedCaches,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ControllerError>> {
+        let nodes = caches.nodes();
+        let config = self.config.clone();
+        Box::pin(async move {
+            run(ctx, nodes, config, shutdown).await;
+            Ok(())
+        })
+    }
+}
+
+/// Runs the route controller until `shutdown` fires.
+async fn run(
     ctx: ControllerContext,
     nodes: NodeSource,
     config: RouteConfig,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
-    if config.cluster_cidrs.is_empty() {
-        error!(
-            controller = CONTROLLER_NAME,
-            "no --cluster-cidr configured; route controller not started"
-        );
-        return;
-    }
-    if ctx.provider.routes().is_none() {
-        error!(
-            controller = CONTROLLER_NAME,
-            provider = ctx.provider.provider_name(),
-            "the cloud provider does not support routes; route controller not started"
-        );
-        return;
-    }
     let span = info_span!("route_controller", controller = CONTROLLER_NAME);
     let cluster_cidrs = config.cluster_cidrs.iter().map(IpNet::trunc).collect();
     let shared = Arc::new(Shared {
@@ -282,9 +335,9 @@ async fn drive(
     changes: crate::runtime::NodeChanges,
     mut generation: tokio::sync::watch::Receiver<u64>,
     config: &RouteConfig,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
-    let stop = shutdown.wait();
+    let stop = shutdown.cancelled_owned();
     tokio::pin!(stop);
     let mut changes = std::pin::pin!(changes);
 
@@ -462,12 +515,7 @@ async fn reconcile(shared: Arc<Shared>) -> RoundOutcome {
 }
 
 async fn reconcile_inner(shared: &Shared) -> RoundOutcome {
-    let Some(routes) = shared.ctx.provider.routes() else {
-        return RoundOutcome {
-            throttled: None,
-            incomplete: true,
-        };
-    };
+    let routes = shared.ctx.routes();
     let cluster = shared.ctx.cluster_name.as_str();
 
     let nodes: Vec<NodeRoutes> = shared

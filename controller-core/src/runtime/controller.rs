@@ -33,6 +33,7 @@ pub trait Reconciler<K>: Send + Sync + 'static {
 
 /// What the runtime needs besides the reconciler.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RunOptions {
     /// How many objects are reconciled at once (upstream's `--concurrent-*-syncs`).
     pub workers: u16,
@@ -40,6 +41,17 @@ pub struct RunOptions {
     pub events: EventPublisher,
     /// Metrics.
     pub metrics: RuntimeMetrics,
+}
+
+impl RunOptions {
+    /// `workers` at once, publishing to `events` and recording in `metrics`.
+    pub fn new(workers: u16, events: EventPublisher, metrics: RuntimeMetrics) -> Self {
+        Self {
+            workers,
+            events,
+            metrics,
+        }
+    }
 }
 
 struct RunState<R> {

@@ -1,18 +1,18 @@
-//! The runtime every controller shares, written once: a shared Node cache, controller wiring with one error
+//! The runtime every controller shares, written once: shared Node and Pod caches, controller wiring with one error
 //! policy, per-object backoff, Events and metrics.
 
 mod backoff;
+mod cache;
 mod controller;
 mod error;
 mod events;
 mod metrics;
-mod nodes;
-mod shutdown;
 
 pub use backoff::PerObjectBackoff;
+pub use cache::{CacheSource, Cached, Changes, NodeCache, NodeChanges, PodCache, SharedCache};
 pub use controller::{Reconciler, RunOptions, run};
 pub use error::{ErrorClass, ReconcileError};
 pub use events::EventPublisher;
 pub use metrics::{ControllerLabel, ReconcileLabels, RuntimeMetrics};
-pub use nodes::{NodeCache, NodeChanges};
-pub use shutdown::{Shutdown, ShutdownTrigger};
+/// The shutdown signal every controller and task takes (tokio-util's, re-exported so callers need no extra dependency).
+pub use tokio_util::sync::CancellationToken;

@@ -24,7 +24,9 @@ mod target_nodes;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloudprovider_api::Capability;
 use futures::channel::mpsc;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use kube::api::Api;
 use kube::runtime::controller::Controller;
@@ -38,7 +40,8 @@ pub use target_nodes::{
     is_load_balancer_target,
 };
 
-use crate::runtime::{self, RunOptions, Shutdown};
+use crate::manager::{ControllerError, ManagedController, SharedCaches};
+use crate::runtime::{self, CancellationToken, RunOptions};
 use crate::{ControllerContext, NodeSource};
 use reconcile::{ServiceReconciler, Shared};
 use target_nodes::{TargetTracker, track_target_nodes};
@@ -70,6 +73,7 @@ pub const EVENT_NO_NODES: &str = "UnAvailableLoadBalancer";
 
 /// How the service controller runs.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ServiceConfig {
     /// Services synced at once (upstream's `--concurrent-service-syncs`, default 1). Node-set changes fan out
     /// through the same queue, so this is also how many load balancers are updated in parallel.
@@ -94,32 +98,64 @@ impl Default for ServiceConfig {
     }
 }
 
-/// Runs the service controller until `shutdown` fires. Returns at once (after waiting for `shutdown`) if the
-/// provider has no load balancers, as upstream does not start the controller then.
-pub async fn run(
+/// The service controller as a [`ManagedController`]: `service` (alias `service-lb-controller`, `service-controller`), needs load balancers.
+#[derive(Clone, Debug)]
+pub struct ServiceController {
+    config: ServiceConfig,
+}
+
+impl ServiceController {
+    /// The controller with these settings.
+    pub fn new(config: ServiceConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl ManagedController for ServiceController {
+    fn name(&self) -> &'static str {
+        "service"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["service-lb-controller", "service-controller"]
+    }
+
+    fn required_capabilities(&self) -> &'static [Capability] {
+        &[Capability::LoadBalancers]
+    }
+
+    fn run(
+        &self,
+        ctx: ControllerContext,
+        caches: SharedCaches,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ControllerError>> {
+        let nodes = caches.nodes();
+        let config = self.config.clone();
+        Box::pin(async move {
+            run(ctx, nodes, config, shutdown).await;
+            Ok(())
+        })
+    }
+}
+
+/// Runs the service controller until `shutdown` fires.
+async fn run(
     ctx: ControllerContext,
     nodes: NodeSource,
     config: ServiceConfig,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) {
-    if ctx.provider.load_balancers().is_none() {
-        warn!(
-            controller = CONTROLLER_NAME,
-            "the cloud provider does not support load balancers; not starting"
-        );
-        shutdown.wait().await;
-        return;
-    }
     // Never sync against a partly listed Node cache: the load balancers would lose backends.
     tokio::select! {
         ready = nodes.store.wait_until_ready() => {
             if ready.is_err() {
                 warn!(controller = CONTROLLER_NAME, "the Node cache stopped before it was ready; not starting");
-                shutdown.wait().await;
+                shutdown.cancelled_owned().await;
                 return;
             }
         }
-        () = shutdown.clone().wait() => return,
+        () = shutdown.clone().cancelled_owned() => return,
     }
 
     let shared = Arc::new(Shared::new(config.metrics));
@@ -141,7 +177,7 @@ pub async fn run(
     .applied_objects();
     let controller = Controller::for_stream(watched, reader)
         .reconcile_all_on(triggers)
-        .graceful_shutdown_on(shutdown.clone().wait());
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     let services = controller.store();
 
     let on_change = {

@@ -142,13 +142,6 @@ impl ServiceReconciler {
         }
     }
 
-    fn load_balancers(&self, op: &'static str) -> Result<&dyn LoadBalancers, ReconcileError> {
-        self.ctx
-            .provider
-            .load_balancers()
-            .ok_or_else(|| ReconcileError::cloud(op, CloudError::NotImplemented("load balancers")))
-    }
-
     fn api(&self, svc: &Service) -> Api<Service> {
         Api::namespaced(
             self.ctx.client.clone(),
@@ -164,7 +157,7 @@ impl ServiceReconciler {
         targets: &TargetSet,
         finalizer: bool,
     ) -> Result<Action, ReconcileError> {
-        let lbs = self.load_balancers(OP_ENSURE)?;
+        let lbs = self.ctx.load_balancers();
         let reference = svc.object_ref(&());
         self.ctx
             .events
@@ -236,7 +229,7 @@ impl ServiceReconciler {
         key: &str,
         targets: &TargetSet,
     ) -> Result<Action, ReconcileError> {
-        let lbs = self.load_balancers(OP_UPDATE)?;
+        let lbs = self.ctx.load_balancers();
         let reference = svc.object_ref(&());
         self.warn_if_no_nodes(&reference, targets).await;
         self.shared.metrics.loadbalancer_syncs.inc();
@@ -278,7 +271,7 @@ impl ServiceReconciler {
     }
 
     async fn cleanup(&self, svc: &Service, deleting: bool) -> Result<Action, ReconcileError> {
-        let lbs = self.load_balancers(OP_DELETE)?;
+        let lbs = self.ctx.load_balancers();
         let reference = svc.object_ref(&());
         self.ctx
             .events

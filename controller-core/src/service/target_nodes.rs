@@ -10,7 +10,7 @@ use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::runtime::Shutdown;
+use tokio_util::sync::CancellationToken;
 
 /// Node label that takes a Node out of every load balancer; any value except a parseable false excludes it.
 pub const LABEL_EXCLUDE_FROM_LOAD_BALANCERS: &str =
@@ -173,12 +173,12 @@ pub(super) async fn track_target_nodes(
     mut generation: watch::Receiver<u64>,
     store: Store<Node>,
     mut tracker: TargetTracker,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     mut on_change: impl FnMut(Arc<TargetSet>) + Send,
 ) {
     let span = info_span!("service-node-sync");
     async move {
-        let mut stop = pin!(shutdown.wait());
+        let mut stop = pin!(shutdown.cancelled_owned());
         loop {
             tokio::select! {
                 () = &mut stop => return,

@@ -20,11 +20,11 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use controller_core::heartbeat::{Heartbeat, HeartbeatConfig};
-//! use controller_core::runtime::{EventPublisher, RuntimeMetrics, Shutdown};
+//! use controller_core::runtime::{EventPublisher, RuntimeMetrics, CancellationToken};
 //! use controller_core::virtual_node::{VirtualNode, VirtualNodeConfig};
 //! # async fn demo(provider: Arc<dyn cloudprovider_api::VirtualNodeProvider>) -> Result<(), Box<dyn std::error::Error>> {
 //! let client = kube::Client::try_default().await?;
-//! let (_trigger, shutdown) = Shutdown::new();
+//! let shutdown = CancellationToken::new();
 //! let heartbeat = Heartbeat::start(client.clone(), HeartbeatConfig::default(), shutdown.clone())?;
 //! let node = VirtualNode::new(
 //!     client.clone(),
@@ -54,7 +54,7 @@ use kube::runtime::{Controller, watcher};
 use tracing::{info, warn};
 
 use crate::heartbeat::{Heartbeat, HeartbeatError};
-use crate::runtime::{self, EventPublisher, RunOptions, RuntimeMetrics, Shutdown};
+use crate::runtime::{self, CancellationToken, EventPublisher, RunOptions, RuntimeMetrics};
 
 /// Label virtual-kubelet puts on its nodes, with value [`NODE_TYPE`].
 pub const LABEL_TYPE: &str = "type";
@@ -69,6 +69,7 @@ pub const REASON_PROVIDER_FAILED: &str = "ProviderFailed";
 
 /// What a virtual node looks like and how it syncs.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct VirtualNodeConfig {
     /// The Node's name.
     pub node_name: String,
@@ -201,7 +202,7 @@ impl VirtualNode {
 
     /// Registers the Node, deletes provider pods Kubernetes does not know, then runs the pods bound to the node
     /// until `shutdown` fires. The node stays registered afterwards (its Lease expires).
-    pub async fn run(self, shutdown: Shutdown) -> Result<(), VirtualNodeError> {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), VirtualNodeError> {
         let name = self.config.node_name.clone();
         let node_provider: Arc<dyn NodeProvider> = self.provider.clone();
         self.heartbeat
@@ -234,7 +235,7 @@ impl VirtualNode {
         let reconciler =
             pods::PodReconciler::new(self.client.clone(), Arc::clone(&self.provider), sync);
         let controller = Controller::new(pods, watcher::Config::default().fields(&selector))
-            .graceful_shutdown_on(shutdown.clone().wait());
+            .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         info!(node = %name, "virtual node running");
         runtime::run(
             controller,
@@ -287,7 +288,7 @@ impl VirtualNode {
     }
 
     /// Forwards the provider's node condition notifications to the heartbeat.
-    fn watch_node_status(&self, shutdown: Shutdown) {
+    fn watch_node_status(&self, shutdown: CancellationToken) {
         use futures::StreamExt;
         let Some(mut updates) = self.provider.notify_node_status() else {
             return;
@@ -295,7 +296,7 @@ impl VirtualNode {
         let heartbeat = self.heartbeat.clone();
         let name = self.config.node_name.clone();
         tokio::spawn(async move {
-            let stop = shutdown.wait();
+            let stop = shutdown.cancelled_owned();
             tokio::pin!(stop);
             loop {
                 tokio::select! {

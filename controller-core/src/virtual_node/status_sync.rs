@@ -11,7 +11,7 @@ use kube::api::{Api, Patch, PatchParams};
 use parking_lot::Mutex;
 use tracing::{debug, warn};
 
-use crate::runtime::Shutdown;
+use tokio_util::sync::CancellationToken;
 
 /// With a notifier, polling only catches notifications a slow consumer missed.
 const NOTIFIED_POLL_FACTOR: u32 = 12;
@@ -39,7 +39,7 @@ impl StatusSync {
         }
     }
 
-    pub(crate) async fn run(self, shutdown: Shutdown) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let mut notifications = self.provider.pod_notifier().map(|n| n.notify_pods());
         let period = if notifications.is_some() {
             self.poll_interval * NOTIFIED_POLL_FACTOR
@@ -48,7 +48,7 @@ impl StatusSync {
         };
         let mut ticker = tokio::time::interval(period.max(Duration::from_millis(100)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let stop = shutdown.wait();
+        let stop = shutdown.cancelled_owned();
         tokio::pin!(stop);
         loop {
             tokio::select! {

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloudprovider_api::CloudProvider;
-use controller_core::runtime::{
-    EventPublisher, NodeCache, RuntimeMetrics, Shutdown, ShutdownTrigger,
-};
-use controller_core::{ControllerContext, NodeSource};
+use controller_core::ControllerContext;
+use controller_core::manager::{ManagedController, SharedCaches};
+use controller_core::runtime::{CancellationToken, EventPublisher, RuntimeMetrics};
 use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
 use kube::api::{Api, ObjectMeta, PostParams};
 use provider_fake::FakeCloud;
@@ -24,9 +23,9 @@ pub struct Env {
     pub cloud: FakeCloud,
     pub ctx: ControllerContext,
     pub metrics: RuntimeMetrics,
-    /// Fires every controller's shutdown when dropped.
-    pub stop: ShutdownTrigger,
-    pub shutdown: Shutdown,
+    pub shutdown: CancellationToken,
+    /// The caches every controller started with [`Env::run`] shares.
+    pub caches: SharedCaches,
 }
 
 impl Env {
@@ -46,21 +45,22 @@ impl Env {
         let client = cp.client();
         let metrics = RuntimeMetrics::default();
         let provider: Arc<dyn CloudProvider> = Arc::new(cloud.clone());
-        let ctx = ControllerContext {
-            client: client.clone(),
-            provider,
-            cluster_name: "kubernetes".into(),
-            events: EventPublisher::new(client, "cloud-controller-manager", Some("test".into())),
-            metrics: metrics.clone(),
-        };
-        let (stop, shutdown) = Shutdown::new();
+        let events = EventPublisher::new(
+            client.clone(),
+            "cloud-controller-manager",
+            Some("test".into()),
+        );
+        let ctx =
+            ControllerContext::new(client.clone(), provider, events).with_metrics(metrics.clone());
+        let shutdown = CancellationToken::new();
+        let caches = SharedCaches::new(client, shutdown.clone());
         Env {
             cp,
             cloud,
             ctx,
             metrics,
-            stop,
             shutdown,
+            caches,
         }
     }
 
@@ -68,18 +68,16 @@ impl Env {
         self.cp.client()
     }
 
-    /// Starts a shared Node cache and returns `n` subscriptions to it.
-    pub fn node_sources(&self, n: usize) -> Vec<NodeSource> {
-        let cache = NodeCache::new(self.client());
-        let sources = (0..n)
-            .map(|_| NodeSource {
-                store: cache.store(),
-                changes: cache.changes(),
-                generation: cache.generation(),
-            })
-            .collect();
-        tokio::spawn(cache.run());
-        sources
+    /// Runs `controller` as the manager would (shared caches, this environment's shutdown signal) in a task that
+    /// panics if the controller fails.
+    pub fn run(&self, controller: impl ManagedController) -> tokio::task::JoinHandle<()> {
+        let name = controller.name();
+        let run = controller.run(self.ctx.clone(), self.caches.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                panic!("controller {name} failed: {e}");
+            }
+        })
     }
 
     pub fn nodes(&self) -> Api<Node> {
@@ -154,10 +152,17 @@ pub async fn events_about(env: &Env, name: &str) -> Vec<(String, String, String)
 
 /// Fires the shutdown signal and checks that the controller `task` returns promptly.
 pub async fn stops_on_shutdown(env: &Env, task: tokio::task::JoinHandle<()>) {
-    env.stop.trigger();
+    env.shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(5), task).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => panic!("controller task failed: {e}"),
         Err(_) => panic!("the controller did not stop on shutdown"),
+    }
+}
+
+impl Drop for Env {
+    /// Stops every controller started on this environment.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }

@@ -1,5 +1,5 @@
-//! The cloud-controller-manager: upstream's flags and behaviour on kube-rs, with the providers compiled in by
-//! cargo feature. See `docs/operating.md`.
+//! The cloud-controller-manager: upstream's flags and behaviour on kube-rs (`controller_core::app`), with the
+//! providers compiled in by cargo feature. See `docs/operating.md`.
 //!
 //! ```text
 //! cloud-controller-manager --cloud-provider=fake --cloud-config=fake.yaml --kubeconfig=DIR/kubeconfig
@@ -8,33 +8,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use kube_cloud_examples::ccm::{LoggingFormat, Options, print_config_schema, run};
-use kube_cloud_examples::init_logging;
+use controller_core::app::{App, AppError, exit};
 
 fn main() -> ExitCode {
-    let options = Options::parse();
-    init_logging(options.logging_format == LoggingFormat::Json);
-    if options.print_config_schema {
-        return exit(print_config_schema(&options));
-    }
-    let plan = match options.plan() {
-        Ok(plan) => plan,
-        Err(e) => return exit(Err(e)),
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return exit(Err(e.into())),
-    };
-    exit(runtime.block_on(run(plan)))
-}
-
-fn exit(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+    match kube_cloud_examples::provider_registry() {
+        Ok(providers) => App::cloud_controller_manager(providers).main(),
+        Err(e) => exit(Err(AppError::Provider(e))),
     }
 }

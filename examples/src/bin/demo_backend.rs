@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use clap::Parser;
-use kube_cloud_examples::{init_tracing, shutdown_signal};
+use controller_core::app::{init_tracing, shutdown_signal};
 
 #[derive(Parser, Debug)]
 #[command(about = "Answer HTTP requests with the name of the node they reached")]

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use kube_cloud_examples::{
-    Endpoints, default_identity, init_tracing, kube_client, serve, shutdown_signal,
+use controller_core::app::{
+    Endpoints, default_identity, init_tracing, kube_config, serve, shutdown_signal,
 };
 use lease_election::{Ended, LeaderElectionMetrics, LeaderElector, LeaderState, LeaseConfig};
 use prometheus_client::registry::Registry;
@@ -78,25 +78,21 @@ async fn main() -> anyhow::Result<()> {
     );
     config.watch = !args.no_watch;
 
-    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let client = kube::Client::try_from(kube_config(args.kubeconfig.as_deref(), None).await?)?;
     let mut registry = Registry::default();
     let metrics = LeaderElectionMetrics::register(&mut registry);
     let elector = LeaderElector::with_metrics(client, config, metrics)?;
 
     if let Some(port) = args.port {
         let health = elector.clone();
-        let endpoints = Endpoints {
-            registry: Arc::new(registry),
-            healthz: vec![(
-                "leaderElection",
-                Arc::new(move || {
-                    health
-                        .check_health(Duration::from_secs(20))
-                        .map_err(|e| e.to_string())
-                }),
-            )],
-            readyz: vec![],
-        };
+        let endpoints = Endpoints::new(registry).healthz(
+            "leaderElection",
+            Arc::new(move || {
+                health
+                    .check_health(Duration::from_secs(20))
+                    .map_err(|e| e.to_string())
+            }),
+        );
         let addr = SocketAddr::new(args.bind_address, port);
         serve(addr, endpoints).await?;
     }

@@ -17,11 +17,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use cloudprovider_api::VirtualNodeProvider;
+use controller_core::app::{Endpoints, init_tracing, kube_config, serve, shutdown_signal};
 use controller_core::heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatMetrics};
-use controller_core::runtime::{EventPublisher, RuntimeMetrics, Shutdown};
+use controller_core::runtime::{CancellationToken, EventPublisher, RuntimeMetrics};
 use controller_core::virtual_node::{VirtualNode, VirtualNodeConfig};
 use k8s_openapi::api::core::v1::Taint;
-use kube_cloud_examples::{Endpoints, init_tracing, kube_client, serve, shutdown_signal};
 use prometheus_client::registry::Registry;
 
 #[derive(Parser, Debug)]
@@ -117,18 +117,19 @@ async fn main() -> anyhow::Result<()> {
     config.workers = args.pod_sync_workers;
     let provider = provider(&args.provider, &args.nodename)?;
 
-    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let client_config = kube_config(args.kubeconfig.as_deref(), None).await?;
+    let client = kube::Client::try_from(client_config).context("building the Kubernetes client")?;
     let mut registry = Registry::default();
     let heartbeat_metrics = HeartbeatMetrics::register(&mut registry);
     let runtime_metrics = RuntimeMetrics::register(&mut registry);
-    let (trigger, shutdown) = Shutdown::new();
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    let mut heartbeat_config = HeartbeatConfig::default();
+    heartbeat_config.lease_duration = Duration::from_secs(args.lease_seconds);
+    heartbeat_config.status_report_frequency = args.status_report_frequency;
     let heartbeat = Heartbeat::start_with_metrics(
         client.clone(),
-        HeartbeatConfig {
-            lease_duration: Duration::from_secs(args.lease_seconds),
-            status_report_frequency: args.status_report_frequency,
-            ..HeartbeatConfig::default()
-        },
+        heartbeat_config,
         heartbeat_metrics,
         shutdown.clone(),
     )?;
@@ -139,12 +140,7 @@ async fn main() -> anyhow::Result<()> {
     );
     events.register_metrics(&mut registry);
     if let Some(addr) = args.metrics_addr {
-        let endpoints = Endpoints {
-            registry: Arc::new(registry),
-            healthz: vec![],
-            readyz: vec![],
-        };
-        serve(addr, endpoints).await?;
+        serve(addr, Endpoints::new(registry)).await?;
     }
     let node = VirtualNode::new(
         client.clone(),
@@ -156,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let run = tokio::spawn(node.run(shutdown));
     shutdown_signal().await;
-    trigger.trigger();
+    trigger.cancel();
     run.await.context("virtual node task")??;
     Ok(())
 }

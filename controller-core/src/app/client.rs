@@ -10,32 +10,46 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tower::{Layer, Service};
+
+use super::AppError;
 
 /// Loads the client configuration from `kubeconfig`, or by the usual lookup (`$KUBECONFIG`, `~/.kube/config`,
 /// in-cluster) when `None`; `master` overrides the server address (upstream's `--master`).
 pub async fn kube_config(
     kubeconfig: Option<&Path>,
     master: Option<&str>,
-) -> anyhow::Result<kube::Config> {
+) -> Result<kube::Config, AppError> {
+    fn client_error<E: std::error::Error + Send + Sync + 'static>(
+        context: String,
+    ) -> impl FnOnce(E) -> AppError {
+        move |e| AppError::Client {
+            context,
+            source: Box::new(e),
+        }
+    }
     let mut config = match kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(client_error(format!(
+                "reading --kubeconfig {}",
+                path.display()
+            )))?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default())
                 .await
-                .with_context(|| format!("using --kubeconfig {}", path.display()))?
+                .map_err(client_error(format!(
+                    "using --kubeconfig {}",
+                    path.display()
+                )))?
         }
-        None => kube::Config::infer().await.context(
-            "no --kubeconfig given, no default kubeconfig, and not running in a cluster",
-        )?,
+        None => kube::Config::infer().await.map_err(client_error(
+            "no --kubeconfig given, no default kubeconfig, and not running in a cluster".into(),
+        ))?,
     };
     if let Some(master) = master.filter(|m| !m.is_empty()) {
         config.cluster_url = master
             .parse()
-            .with_context(|| format!("invalid --master {master:?}"))?;
+            .map_err(|e| AppError::flag("--master", format!("invalid URL {master:?}: {e}")))?;
     }
     Ok(config)
 }
@@ -45,10 +59,12 @@ pub fn rate_limited_client(
     config: kube::Config,
     qps: f32,
     burst: u32,
-) -> anyhow::Result<kube::Client> {
+) -> Result<kube::Client, AppError> {
     let layer = RateLimitLayer::new(qps, burst)?;
-    let builder =
-        kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| AppError::Client {
+        context: "building the Kubernetes client".into(),
+        source: Box::new(e),
+    })?;
     Ok(builder.with_layer(&layer).build())
 }
 
@@ -60,16 +76,22 @@ pub struct RateLimitLayer {
 
 impl RateLimitLayer {
     /// `qps` requests per second on average, `burst` at once. Both must be positive.
-    pub fn new(qps: f32, burst: u32) -> anyhow::Result<Self> {
+    pub fn new(qps: f32, burst: u32) -> Result<Self, AppError> {
         if !(qps.is_finite() && qps > 0.0) {
-            bail!("--kube-api-qps must be a positive number, got {qps}");
+            return Err(AppError::flag(
+                "--kube-api-qps",
+                format!("must be a positive number, got {qps}"),
+            ));
         }
         let Some(burst) = NonZeroU32::new(burst) else {
-            bail!("--kube-api-burst must be at least 1, got 0");
+            return Err(AppError::flag(
+                "--kube-api-burst",
+                "must be at least 1, got 0",
+            ));
         };
         let period = Duration::from_secs_f64(1.0 / f64::from(qps));
         let quota = Quota::with_period(period)
-            .with_context(|| format!("--kube-api-qps {qps} is too large"))?
+            .ok_or_else(|| AppError::flag("--kube-api-qps", format!("{qps} is too large")))?
             .allow_burst(burst);
         Ok(Self {
             limiter: Arc::new(RateLimiter::direct(quota)),

@@ -1,0 +1,437 @@
+//! The controller-manager application (feature `app`): what upstream's `k8s.io/cloud-provider/app` gives a Go
+//! provider, so a provider crate ships its own `cloud-controller-manager` in a short `main`.
+//!
+//! [`App`] parses upstream's flags ([`Options`]), prints the provider's config schema
+//! (`--print-config-schema`), builds the provider from `--cloud-provider`/`--cloud-config`, makes the Kubernetes
+//! client with `--kube-api-qps`/`--kube-api-burst`, calls the provider's
+//! [`initialize`](cloudprovider_api::CloudProvider::initialize) with it, registers the built-in controllers and
+//! yours, checks `--controllers` against them, serves `/healthz` (with the leader-election watchdog), `/readyz`
+//! and `/metrics`, contends for the Lease, runs the controllers while leading, releases the Lease on SIGTERM and
+//! exits 1 on any failure (a bad flag, a lost Lease, a failed controller), as upstream.
+//!
+//! ```no_run
+//! use std::process::ExitCode;
+//! use controller_core::app::App;
+//!
+//! fn main() -> ExitCode {
+//!     let mut providers = cloudprovider_api::ProviderRegistry::new();
+//!     // my_cloud::register(&mut providers)?;  (a provider crate's registration function)
+//!     App::cloud_controller_manager(providers)
+//!         // .controller(my_cloud::TaggingController::new())  (selectable with --controllers)
+//!         .main()
+//! }
+//! ```
+//!
+//! Why a feature of `controller-core` and not a crate of its own: the app is the manager's front end and shares its
+//! types ([`ControllerRegistry`], [`ManagedController`](crate::manager::ManagedController), the built-in
+//! controllers' configs); a separate crate would re-export most of `controller-core` and version in lockstep with
+//! it. Library users who embed controllers in their own process leave the feature off and do not compile clap,
+//! axum or the rate limiter.
+
+mod client;
+mod error;
+mod options;
+mod process;
+mod serving;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, FromArgMatches};
+use cloudprovider_api::{CloudProvider, InitContext, ProviderRegistry};
+use lease_election::{LeaderElectionMetrics, LeaderElector, LeaseConfig};
+use prometheus_client::registry::Registry;
+use tracing::{info, warn};
+
+pub use client::{RateLimitLayer, RateLimited, kube_config, rate_limited_client};
+pub use error::AppError;
+pub use options::{LoggingFormat, Options};
+pub use process::{default_identity, init_logging, init_tracing, shutdown_signal};
+pub use serving::{Check, Endpoints, serve};
+
+use crate::ControllerContext;
+use crate::cloud_node::{CloudNodeController, CloudNodeMetrics};
+use crate::manager::{
+    ControllerRegistry, ControllerSelection, ManagedController, Manager, ManagerExit,
+    RegistrationError,
+};
+use crate::node_lifecycle::{NodeLifecycleController, NodeLifecycleMetrics};
+use crate::node_pool::{NodePoolConfig, NodePoolController, NodePoolMetrics};
+use crate::route::RouteController;
+use crate::runtime::{CancellationToken, EventPublisher, RuntimeMetrics};
+use crate::service::{ServiceController, ServiceMetrics};
+
+/// How stale the leader-election loop may be before `/healthz` fails (upstream's watchdog: 20 s past the lease).
+const LEADER_ELECTION_HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The built-in controllers of a cloud-controller-manager, on by default.
+pub const CCM_CONTROLLERS: [&str; 4] = ["cloud-node", "cloud-node-lifecycle", "service", "route"];
+
+type MetricsHook = Box<dyn FnOnce(&mut Registry) + Send>;
+type ControllerHook =
+    Box<dyn FnOnce(&mut ControllerRegistry) -> Result<(), RegistrationError> + Send>;
+
+/// A controller-manager binary: its component name, the providers it can run, the controllers it registers.
+/// See the [module docs](self).
+pub struct App {
+    component: &'static str,
+    default_port: u16,
+    default_on: Vec<&'static str>,
+    providers: ProviderRegistry,
+    controllers: Vec<ControllerHook>,
+    metrics: Vec<MetricsHook>,
+    node_pool: NodePoolConfig,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("component", &self.component)
+            .field("providers", &self.providers.names().collect::<Vec<_>>())
+            .field("default_on", &self.default_on)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// A `cloud-controller-manager`: port 10258, Lease `cloud-controller-manager`; `cloud-node`,
+    /// `cloud-node-lifecycle`, `service` and `route` on by default, `node-pool` when named.
+    pub fn cloud_controller_manager(providers: ProviderRegistry) -> Self {
+        Self::new("cloud-controller-manager", 10258, providers).enabled_by_default(&CCM_CONTROLLERS)
+    }
+
+    /// A controller manager named `component` (its Event reporter, default Lease name and field-manager prefix),
+    /// serving on `default_port` unless `--secure-port` says otherwise, with every built-in controller registered
+    /// and none on by default (see [`enabled_by_default`](Self::enabled_by_default)).
+    pub fn new(component: &'static str, default_port: u16, providers: ProviderRegistry) -> Self {
+        Self {
+            component,
+            default_port,
+            default_on: Vec::new(),
+            providers,
+            controllers: Vec::new(),
+            metrics: Vec::new(),
+            node_pool: NodePoolConfig::default(),
+        }
+    }
+
+    /// Which built-in controllers `*` includes.
+    pub fn enabled_by_default(mut self, names: &[&'static str]) -> Self {
+        self.default_on = names.to_vec();
+        self
+    }
+
+    /// Registers one more controller, selectable with `--controllers` by its name and aliases.
+    pub fn controller(mut self, controller: impl ManagedController) -> Self {
+        self.controllers.push(Box::new(move |registry| {
+            registry.register(controller).map(|_| ())
+        }));
+        self
+    }
+
+    /// Registers more controllers with a function (e.g. a provider crate's `register_controllers`).
+    pub fn controllers(
+        mut self,
+        register: impl FnOnce(&mut ControllerRegistry) -> Result<(), RegistrationError> + Send + 'static,
+    ) -> Self {
+        self.controllers.push(Box::new(register));
+        self
+    }
+
+    /// Registers metrics of your own on the registry `/metrics` serves.
+    pub fn metrics(mut self, register: impl FnOnce(&mut Registry) + Send + 'static) -> Self {
+        self.metrics.push(Box::new(register));
+        self
+    }
+
+    /// Settings of the built-in `node-pool` controller (its metrics are registered by the app).
+    pub fn node_pool_config(mut self, config: NodePoolConfig) -> Self {
+        self.node_pool = config;
+        self
+    }
+
+    /// Parses the process arguments, sets up logging, runs on a new tokio runtime, and returns the exit code:
+    /// 0 after SIGTERM/Ctrl-C, 1 (with the error on stderr) otherwise.
+    pub fn main(self) -> ExitCode {
+        self.main_from(std::env::args_os())
+    }
+
+    /// Like [`main`](Self::main) with these arguments (the first is the program name).
+    pub fn main_from<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let command = Options::augment_args(
+            clap::Command::new(self.component)
+                .version(env!("CARGO_PKG_VERSION"))
+                .about("Runs the cloud-specific control loops of a Kubernetes cluster"),
+        );
+        let options = match command
+            .try_get_matches_from(args)
+            .and_then(|m| Options::from_arg_matches(&m))
+        {
+            Ok(options) => options,
+            Err(e) => e.exit(),
+        };
+        init_logging(options.logging_format == LoggingFormat::Json);
+        if options.print_config_schema {
+            return exit(self.print_config_schema(&options));
+        }
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(source) => {
+                return exit(Err(AppError::Io {
+                    context: "starting the tokio runtime".into(),
+                    source,
+                }));
+            }
+        };
+        exit(runtime.block_on(self.run(options)))
+    }
+
+    /// Prints the JSON Schema of `--cloud-provider`'s configuration.
+    pub fn print_config_schema(&self, options: &Options) -> Result<(), AppError> {
+        let schema = self.providers.config_schema(&options.cloud_provider)?;
+        let text = serde_json::to_string_pretty(&schema).map_err(|e| AppError::Io {
+            context: "printing the config schema".into(),
+            source: e.into(),
+        })?;
+        println!("{text}");
+        Ok(())
+    }
+
+    /// Runs until SIGTERM/Ctrl-C (then stops the controllers and releases the Lease: `Ok`), or until leadership is
+    /// lost or a controller fails (an error, so the process exits non-zero and is restarted, as upstream).
+    /// Every flag is checked before anything connects.
+    pub async fn run(self, options: Options) -> Result<(), AppError> {
+        let started = self.start(options).await?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown_signal().await;
+                info!("shutting down");
+                shutdown.cancel();
+            }
+        });
+        started.run(shutdown).await
+    }
+
+    /// Every step up to running the controllers: flags, provider, client, metrics, controllers, serving. Returns the
+    /// manager ready to run; `/healthz`, `/readyz` and `/metrics` are already served.
+    pub async fn start(self, options: Options) -> Result<Started, AppError> {
+        options.check()?;
+        let lease = options.lease_config(self.component)?;
+        let provider = self.build_provider(&options).await?;
+        let config = kube_config(options.kubeconfig.as_deref(), options.master.as_deref()).await?;
+        let client = rate_limited_client(config, options.kube_api_qps, options.kube_api_burst)?;
+        initialize_provider(&*provider, &client, self.component).await?;
+
+        let mut metrics = Registry::default();
+        let events =
+            EventPublisher::new(client.clone(), self.component, Some(lease.identity.clone()));
+        events.register_metrics(&mut metrics);
+        let ctx = ControllerContext::new(client.clone(), provider, events)
+            .with_cluster_name(options.cluster_name.clone())
+            .with_metrics(RuntimeMetrics::register(&mut metrics));
+        let component = self.component;
+        let port = options.secure_port.unwrap_or(self.default_port);
+        let (registry, selection) = self.controller_registry(&options, &mut metrics)?;
+        let manager = Manager::new(ctx, &registry, &selection);
+        if manager.runnable().is_empty() {
+            warn!("no controller will run: check --controllers and the provider's capabilities");
+        }
+        let elector = leader_elector(&options, client, lease, &mut metrics)?;
+        if port != 0 {
+            let addr = SocketAddr::new(options.bind_address, port);
+            serve(addr, endpoints(metrics, elector.as_ref())).await?;
+            info!(%addr, "serving /healthz, /readyz and /metrics");
+        }
+        info!(component, controllers = ?manager.runnable(), "starting");
+        Ok(Started { manager, elector })
+    }
+
+    async fn build_provider(&self, options: &Options) -> Result<Arc<dyn CloudProvider>, AppError> {
+        let provider = self
+            .providers
+            .build(&options.cloud_provider, options.cloud_config.as_deref())
+            .await?
+            .ok_or_else(|| {
+                AppError::flag(
+                    "--cloud-provider",
+                    format!(
+                        "{:?} means no in-process provider; this binary has: {}",
+                        options.cloud_provider,
+                        self.providers.names().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?;
+        info!(provider = provider.provider_name(), "cloud provider built");
+        Ok(provider)
+    }
+
+    /// The built-in controllers configured from the flags, then the binary's own; `--controllers` checked against
+    /// all of them.
+    fn controller_registry(
+        self,
+        options: &Options,
+        metrics: &mut Registry,
+    ) -> Result<(ControllerRegistry, ControllerSelection), AppError> {
+        let registry_error = |e: RegistrationError| AppError::flag("--controllers", e.to_string());
+        let mut registry = ControllerRegistry::new();
+        let mut cloud_node = options.cloud_node_config();
+        cloud_node.metrics = CloudNodeMetrics::register(metrics);
+        let mut lifecycle = options.node_lifecycle_config();
+        lifecycle.metrics = NodeLifecycleMetrics::register(metrics);
+        let mut service = options.service_config();
+        service.metrics = ServiceMetrics::register(metrics);
+        let route = match options.route_config()? {
+            Ok(config) => RouteController::new(config),
+            Err(reason) => RouteController::disabled(reason),
+        };
+        let mut node_pool = self.node_pool;
+        node_pool.metrics = NodePoolMetrics::register(metrics);
+        registry
+            .register(CloudNodeController::new(cloud_node))
+            .and_then(|r| r.register(NodeLifecycleController::new(lifecycle)))
+            .and_then(|r| r.register(ServiceController::new(service)))
+            .and_then(|r| r.register(route))
+            .and_then(|r| r.register(NodePoolController::new(node_pool)))
+            .map_err(registry_error)?;
+        for name in &self.default_on {
+            registry.set_enabled_by_default(name, true);
+        }
+        for register in self.controllers {
+            register(&mut registry).map_err(registry_error)?;
+        }
+        for register in self.metrics {
+            register(metrics);
+        }
+        let selection = registry
+            .select(&options.controllers)
+            .map_err(|e| AppError::flag("--controllers", e.to_string()))?;
+        Ok((registry, selection))
+    }
+}
+
+/// Calls the provider's `initialize` with the app's client (upstream's `cloud.Initialize(clientBuilder, stop)`).
+async fn initialize_provider(
+    provider: &dyn CloudProvider,
+    client: &kube::Client,
+    component: &str,
+) -> Result<(), AppError> {
+    let ctx = InitContext::new(client.clone()).with_component(component);
+    provider
+        .initialize(&ctx)
+        .await
+        .map_err(|source| AppError::Initialize {
+            provider: provider.provider_name().to_owned(),
+            source,
+        })?;
+    info!(
+        provider = provider.provider_name(),
+        "cloud provider initialized"
+    );
+    Ok(())
+}
+
+fn leader_elector(
+    options: &Options,
+    client: kube::Client,
+    lease: LeaseConfig,
+    metrics: &mut Registry,
+) -> Result<Option<LeaderElector>, AppError> {
+    if !options.leader_elect {
+        return Ok(None);
+    }
+    let le_metrics = LeaderElectionMetrics::register(metrics);
+    LeaderElector::with_metrics(client, lease, le_metrics)
+        .map(Some)
+        .map_err(|e| AppError::flag("--leader-elect-*", e.to_string()))
+}
+
+fn endpoints(metrics: Registry, elector: Option<&LeaderElector>) -> Endpoints {
+    let endpoints = Endpoints::new(metrics);
+    match elector {
+        Some(elector) => {
+            let elector = elector.clone();
+            endpoints.healthz(
+                "leaderElection",
+                Arc::new(move || {
+                    elector
+                        .check_health(LEADER_ELECTION_HEALTH_TIMEOUT)
+                        .map_err(|e| e.to_string())
+                }),
+            )
+        }
+        None => endpoints,
+    }
+}
+
+/// A started app: the manager with its controllers, and the leader elector unless `--leader-elect=false`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Started {
+    /// The manager.
+    pub manager: Manager,
+    /// The elector.
+    pub elector: Option<LeaderElector>,
+}
+
+impl Started {
+    /// Runs the controllers (under leader election when configured) until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        let exit = match self.elector {
+            Some(elector) => {
+                self.manager
+                    .run_with_leader_election(elector, shutdown)
+                    .await
+            }
+            None => self.manager.run(shutdown).await,
+        };
+        match exit {
+            ManagerExit::LeadershipLost => Err(AppError::LeadershipLost),
+            ManagerExit::ControllerFailed { controller, error } => {
+                Err(AppError::ControllerFailed { controller, error })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Prints `result`'s error (with its causes) to stderr and turns it into an exit code.
+pub fn exit(result: Result<(), AppError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message.push_str(": ");
+                    message.push_str(&text);
+                }
+                source = cause.source();
+            }
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `args` (the first is the program name) as a `component`'s flags: for tests and binaries that check
+/// flags before [`App::run`].
+pub fn parse_options<I, T>(component: &'static str, args: I) -> Result<Options, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches =
+        Options::augment_args(clap::Command::new(component)).try_get_matches_from(args)?;
+    Options::from_arg_matches(&matches)
+}

@@ -1,0 +1,82 @@
+//! The caches controllers share, created on first request.
+
+use std::sync::{Arc, OnceLock};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use crate::runtime::{CacheSource, Cached, CancellationToken, SharedCache};
+
+/// The shared caches of one leadership term: each is created (and its watch started) the first time a controller
+/// asks for it, and every later request shares it; all of them stop with the term's shutdown signal. No controller
+/// builds a cache of its own. Cheap to clone.
+#[derive(Clone)]
+pub struct SharedCaches {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: kube::Client,
+    shutdown: CancellationToken,
+    nodes: OnceLock<Arc<SharedCache<Node>>>,
+    pods: OnceLock<Arc<SharedCache<Pod>>>,
+}
+
+impl std::fmt::Debug for SharedCaches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedCaches")
+            .field("nodes", &self.inner.nodes.get().is_some())
+            .field("pods", &self.inner.pods.get().is_some())
+            .finish()
+    }
+}
+
+impl SharedCaches {
+    /// Caches watched with `client`, stopped when `shutdown` fires. Must be used inside a tokio runtime (a cache's
+    /// watch is spawned when it is first requested).
+    pub fn new(client: kube::Client, shutdown: CancellationToken) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                shutdown,
+                nodes: OnceLock::new(),
+                pods: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Every Node (see [`Cached::strip`] for the fields left out), with a change subscription of its own.
+    pub fn nodes(&self) -> CacheSource<Node> {
+        self.start(&self.inner.nodes).source()
+    }
+
+    /// Every Pod of every namespace, with a change subscription of its own.
+    pub fn pods(&self) -> CacheSource<Pod> {
+        self.start(&self.inner.pods).source()
+    }
+
+    /// Whether the Node cache was requested (and is being watched).
+    pub fn nodes_started(&self) -> bool {
+        self.inner.nodes.get().is_some()
+    }
+
+    /// Whether the Pod cache was requested (and is being watched).
+    pub fn pods_started(&self) -> bool {
+        self.inner.pods.get().is_some()
+    }
+
+    fn start<K: Cached>(&self, cell: &OnceLock<Arc<SharedCache<K>>>) -> Arc<SharedCache<K>> {
+        let cache = cell.get_or_init(|| {
+            let cache = Arc::new(SharedCache::new(self.inner.client.clone()));
+            let watched = Arc::clone(&cache);
+            let shutdown = self.inner.shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = watched.run() => tracing::warn!("a shared watch ended"),
+                    () = shutdown.cancelled() => {}
+                }
+            });
+            cache
+        });
+        Arc::clone(cache)
+    }
+}

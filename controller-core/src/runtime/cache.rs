@@ -1,0 +1,256 @@
+//! One watch per resource (Nodes, Pods) shared by every controller.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use std::fmt::Debug;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use tokio::sync::{broadcast, watch};
+use tracing::warn;
+
+/// How many changes a subscriber may fall behind before it is resynced from the store.
+const SUBSCRIBER_BUFFER: usize = 4096;
+
+#[derive(Debug)]
+enum Change<K> {
+    Applied(Arc<K>),
+    /// The store was (re)listed: every object may have changed.
+    Resync,
+}
+
+impl<K> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Applied(obj) => Self::Applied(Arc::clone(obj)),
+            Self::Resync => Self::Resync,
+        }
+    }
+}
+
+/// What a cached object type needs: a watchable cluster-scoped or all-namespaces resource, and the fields no
+/// controller reads, stripped before caching.
+pub trait Cached:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    /// Removes what no controller reads. Managed fields at least.
+    fn strip(&mut self);
+}
+
+impl Cached for Node {
+    /// Managed fields (most of a small Node's size) and the kubelet's image and volume lists (most of a busy one's):
+    /// providers see cached Nodes without `status.images`, `status.volumesInUse` and `status.volumesAttached`.
+    fn strip(&mut self) {
+        self.managed_fields_mut().clear();
+        if let Some(status) = self.status.as_mut() {
+            status.images = None;
+            status.volumes_in_use = None;
+            status.volumes_attached = None;
+        }
+    }
+}
+
+impl Cached for Pod {
+    /// Managed fields.
+    fn strip(&mut self) {
+        self.managed_fields_mut().clear();
+    }
+}
+
+/// One watch of a resource shared by every controller: a [`Store`] to read, change streams for controllers, and a
+/// generation counter that also moves on deletions. What no controller reads is stripped before caching
+/// ([`Cached::strip`]).
+///
+/// kube-runtime's own shared subscription is not used on purpose: an unread subscriber applies backpressure to the
+/// watch (one idle controller would stall every other), and an object deleted between announcement and read can
+/// leave its stream pending with nobody to wake it. Here subscribers never block the watch; one that falls behind
+/// is resynced from the store, so no change is lost.
+///
+/// Controllers run by the [`Manager`](crate::manager::Manager) get these from
+/// [`SharedCaches`](crate::manager::SharedCaches) and never build one.
+pub struct SharedCache<K: Cached> {
+    store: Store<K>,
+    writer: Mutex<Option<reflector::store::Writer<K>>>,
+    api: Api<K>,
+    changes: broadcast::Sender<Change<K>>,
+    generation: watch::Receiver<u64>,
+    generation_tx: watch::Sender<u64>,
+}
+
+/// The shared Node cache.
+pub type NodeCache = SharedCache<Node>;
+/// The shared Pod cache (all namespaces).
+pub type PodCache = SharedCache<Pod>;
+/// A stream of added or modified Nodes.
+pub type NodeChanges = Changes<Node>;
+
+impl<K: Cached> std::fmt::Debug for SharedCache<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedCache")
+            .field("objects", &self.store.state().len())
+            .finish()
+    }
+}
+
+impl<K: Cached> SharedCache<K> {
+    /// A cache of every object of the kind. Nothing is watched until [`run`](Self::run) is polled.
+    pub fn new(client: kube::Client) -> Self {
+        let (store, writer) = reflector::store();
+        let (generation_tx, generation) = watch::channel(0);
+        Self {
+            store,
+            writer: Mutex::new(Some(writer)),
+            api: Api::all(client),
+            changes: broadcast::channel(SUBSCRIBER_BUFFER).0,
+            generation,
+            generation_tx,
+        }
+    }
+
+    /// A reader of the cache.
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// A reader with its own change subscription, as one controller sees the cache.
+    pub fn source(&self) -> CacheSource<K> {
+        CacheSource {
+            store: self.store(),
+            changes: self.changes(),
+            generation: self.generation(),
+        }
+    }
+
+    /// Every added or modified object from now on (after the initial list: every object once). For
+    /// `Controller::for_shared_stream` or a custom loop. Deletions are not announced: use
+    /// [`generation`](Self::generation).
+    pub fn changes(&self) -> Changes<K> {
+        let state = (
+            self.changes.subscribe(),
+            self.store.clone(),
+            VecDeque::new(),
+        );
+        let stream = futures::stream::unfold(state, |(mut rx, store, mut pending)| async move {
+            loop {
+                if let Some(obj) = pending.pop_front() {
+                    return Some((obj, (rx, store, pending)));
+                }
+                match rx.recv().await {
+                    Ok(Change::Applied(obj)) => return Some((obj, (rx, store, pending))),
+                    Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        pending.extend(store.state());
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Changes(Box::pin(stream))
+    }
+
+    /// A counter bumped after every change the cache applies, deletions included.
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.generation.clone()
+    }
+
+    /// Drives the watch. Runs until the stream ends (never, in practice: watch errors are retried with backoff).
+    /// Only the first call watches; later ones return at once.
+    pub async fn run(&self) {
+        let Some(writer) = self.writer.lock().take() else {
+            return;
+        };
+        let stream = watcher(self.api.clone(), watcher::Config::default())
+            .default_backoff()
+            .modify(K::strip)
+            .reflect(writer);
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            // The reflector has applied the event to the store before yielding it.
+            let change = match event {
+                Ok(watcher::Event::Apply(obj)) => Some(Change::Applied(Arc::new(obj))),
+                Ok(watcher::Event::InitDone) => Some(Change::Resync),
+                Ok(watcher::Event::Delete(_)) => None,
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+                Err(e) => {
+                    warn!(error = %e, "watch error; retrying with backoff");
+                    continue;
+                }
+            };
+            if let Some(change) = change {
+                // No subscriber is not an error.
+                let _ = self.changes.send(change);
+            }
+            self.generation_tx.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+}
+
+/// A shared cache as one controller sees it: a reader, and its own subscription to every change.
+#[non_exhaustive]
+pub struct CacheSource<K: Cached> {
+    /// All cached objects (see [`Cached::strip`] for what is left out).
+    pub store: Store<K>,
+    /// Every added or modified object, for `Controller::for_shared_stream` or a custom loop.
+    pub changes: Changes<K>,
+    /// Bumped after every change to the cache, deletions included.
+    pub generation: watch::Receiver<u64>,
+}
+
+impl<K: Cached> std::fmt::Debug for CacheSource<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheSource")
+            .field("objects", &self.store.state().len())
+            .finish()
+    }
+}
+
+/// A stream of added or modified objects; see [`SharedCache::changes`]. Never blocks the shared watch.
+pub struct Changes<K>(Pin<Box<dyn Stream<Item = Arc<K>> + Send>>);
+
+impl<K> std::fmt::Debug for Changes<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Changes")
+    }
+}
+
+impl<K> Stream for Changes<K> {
+    type Item = Arc<K>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Arc<K>>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{ContainerImage, NodeAddress, NodeStatus};
+
+    use super::*;
+
+    #[test]
+    fn cached_nodes_lose_image_and_volume_lists_but_keep_addresses() {
+        let mut node = Node {
+            status: Some(NodeStatus {
+                images: Some(vec![ContainerImage::default(); 3]),
+                volumes_in_use: Some(vec!["kubernetes.io/csi/x".into()]),
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: "10.0.0.1".into(),
+                }]),
+                ..NodeStatus::default()
+            }),
+            ..Node::default()
+        };
+        node.strip();
+        let status = node.status.unwrap_or_default();
+        assert!(status.images.is_none() && status.volumes_in_use.is_none());
+        assert_eq!(status.addresses.map(|a| a.len()), Some(1));
+    }
+}
