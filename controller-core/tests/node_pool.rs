@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use common::{Env, UNINITIALIZED, events_about, eventually};
 use controller_core::cloud_node::{CloudNodeConfig, CloudNodeController};
+use controller_core::manager::{ControllerRegistry, Manager};
 use controller_core::node_pool::{
     self, INITIALIZED_LABEL, NodePool, NodePoolConfig, NodePoolController, NodePoolMetrics,
     NodePoolSpec, POOL_LABEL, UNREGISTERED_TAINT,
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     Container, Node, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
 };
@@ -24,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
+use lease_election::{LeaderElector, LeaseConfig};
 use provider_fake::{FakeCloud, FakeInstanceState, NodeGroupSpec, NodeTemplate, Provisioning};
 use test_support::{ControlPlane, JoinerOptions, KwokOptions, NodeJoiner};
 
@@ -38,9 +41,8 @@ struct PoolEnv {
 }
 
 /// A control plane with kube-scheduler and kwok, a fake cloud with node group `workers` (2 CPU, 4Gi nodes
-/// labelled `hardware=standard`), the NodePool CRD, the node-pool controller, optionally the cloud-node
-/// controller, and a joiner registering the group's running instances.
-async fn start(provision_delay: Duration, with_cloud_node: bool) -> PoolEnv {
+/// labelled `hardware=standard`) whose instances take `provision_delay` to start, and the NodePool CRD.
+async fn cluster(provision_delay: Duration) -> Env {
     let cloud = FakeCloud::new();
     let template = NodeTemplate {
         instance_type: Some("fake.large".into()),
@@ -66,7 +68,21 @@ async fn start(provision_delay: Duration, with_cloud_node: bool) -> PoolEnv {
         .unwrap_or_else(|e| panic!("control plane: {e}"));
     let env = Env::start_on(cp, cloud);
     install_crd(&env).await;
+    env
+}
 
+/// A joiner registering the group's running instances, as their kubelets would.
+fn joiner(env: &Env) -> NodeJoiner {
+    NodeJoiner::start(
+        env.client(),
+        env.ctx.provider.clone(),
+        JoinerOptions::new(GROUP).register_with_taint(UNREGISTERED_TAINT, "NoExecute"),
+    )
+}
+
+/// [`cluster`] with the node-pool controller, optionally the cloud-node controller, and a [`joiner`].
+async fn start(provision_delay: Duration, with_cloud_node: bool) -> PoolEnv {
+    let env = cluster(provision_delay).await;
     if with_cloud_node {
         env.run(CloudNodeController::new(CloudNodeConfig::default()));
     }
@@ -74,11 +90,7 @@ async fn start(provision_delay: Duration, with_cloud_node: bool) -> PoolEnv {
     let mut config = NodePoolConfig::default();
     config.metrics = metrics.clone();
     env.run(NodePoolController::new(config));
-    let joiner = NodeJoiner::start(
-        env.client(),
-        env.ctx.provider.clone(),
-        JoinerOptions::new(GROUP).register_with_taint(UNREGISTERED_TAINT, "NoExecute"),
-    );
+    let joiner = joiner(&env);
     PoolEnv {
         env,
         joiner,
@@ -623,4 +635,87 @@ async fn valid_condition(env: &Env, status: &str) -> Option<Condition> {
         .conditions
         .into_iter()
         .find(|c| c.type_ == "Valid" && c.status == status)
+}
+
+/// One replica of `node-pool-controller` as the app runs it: the node-pool controller under the manager, contending
+/// for the Lease `node-pool-controller` (short timings, so the test sees a takeover quickly).
+fn replica(env: &Env, id: &str) -> (Manager, LeaderElector) {
+    let mut registry = ControllerRegistry::new();
+    registry
+        .register(NodePoolController::new(NodePoolConfig::default()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    registry.set_enabled_by_default("node-pool", true);
+    let selection = registry.select(["*"]).unwrap_or_else(|e| panic!("{e}"));
+    let lease = LeaseConfig::new("kube-system", "node-pool-controller", id).with_timings(
+        Duration::from_secs(2),
+        Duration::from_millis(1500),
+        Duration::from_secs(1),
+    );
+    let elector = LeaderElector::new(env.client(), lease).unwrap_or_else(|e| panic!("{e}"));
+    (
+        Manager::new(env.ctx.clone(), &registry, &selection),
+        elector,
+    )
+}
+
+async fn lease_holder(env: &Env) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(env.client(), "kube-system");
+    leases
+        .get("node-pool-controller")
+        .await
+        .ok()?
+        .spec?
+        .holder_identity
+}
+
+/// Two replicas, 20 pending pods, the leader killed (its task aborted: no Lease release, no further call) while the
+/// instances it launched are still starting: the new leader counts them and the pool ends with exactly the 5
+/// nodes 20 pods of 500m need on 2-CPU nodes, never launching for the same pods twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_launch_once_when_the_leader_dies_mid_scale_up() {
+    let env = cluster(Duration::from_secs(4)).await;
+    env.run(CloudNodeController::new(CloudNodeConfig::default()));
+    let _joiner = joiner(&env);
+    let shutdown = env.shutdown.clone();
+    let (a, a_elector) = replica(&env, "replica-a");
+    let a_task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { a.run_with_leader_election(a_elector, shutdown).await }
+    });
+    eventually(WAIT, "replica-a to lead", || async {
+        (lease_holder(&env).await.as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let (b, b_elector) = replica(&env, "replica-b");
+    let b_task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { b.run_with_leader_election(b_elector, shutdown).await }
+    });
+
+    create_pool(&env, pool_spec()).await;
+    deploy(&env, "web", 20).await;
+    // Mid scale-up: the leader has launched instances and none has started yet (they take 4 s).
+    eventually(WAIT, "the leader to launch instances", || async {
+        (!live_members(&env).is_empty()).then_some(())
+    })
+    .await;
+    let launched_by_a = live_members(&env).len();
+    a_task.abort();
+    eprintln!("replica-a killed after launching {launched_by_a} instances");
+
+    eventually(WAIT, "replica-b to take over", || async {
+        (lease_holder(&env).await.as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    eventually(WAIT, "20 replicas Running", || all_running(&env, "web", 20)).await;
+    let members = env
+        .cloud
+        .node_group_members(GROUP)
+        .unwrap_or_else(|e| panic!("members: {e}"));
+    assert_eq!(
+        members.len(),
+        5,
+        "instances ever launched (replica-a launched {launched_by_a} before it was killed): {members:?}"
+    );
+    assert!(!b_task.is_finished(), "replica-b stopped leading");
 }

@@ -445,3 +445,52 @@ async fn unknown_load_balancer_class_is_ignored() {
     assert_eq!(ensure_calls_for(&env, "other"), 0);
     assert!(events_about(&env, "other").await.is_empty());
 }
+
+fn cluster_ip_service(name: &str) -> Service {
+    let mut svc = lb_service(name);
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.type_ = Some("ClusterIP".into());
+    }
+    svc
+}
+
+/// A node-set change re-queues only the Services whose load balancer hosts are stale: here the one load balancer,
+/// not the twenty ClusterIP Services beside it (each reconcile is counted by the runtime's metrics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_changes_requeue_only_load_balancers() {
+    let env = Env::start().await;
+    start(&env, &["node-a"], ServiceConfig::default()).await;
+    for i in 0..20 {
+        create_service(&env, &cluster_ip_service(&format!("plain-{i}"))).await;
+    }
+    let web = create_service(&env, &lb_service("web")).await;
+    wait_ensured(&env, "web").await;
+    wait_hosts(&env, &web, &["node-a"]).await;
+    // Every Service was reconciled once when it appeared; let the finalizer and status patches settle.
+    let reconciles = || env.metrics.count("service-lb-controller", "success");
+    eventually(WAIT, "21 Services reconciled", || async {
+        (reconciles() >= 21).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = reconciles();
+
+    for node in ["node-b", "node-c"] {
+        create_node(&env, &plain_node(node)).await;
+        let hosts: Vec<&str> = ["node-a", "node-b", "node-c"]
+            .into_iter()
+            .take_while(|n| *n <= node)
+            .collect();
+        wait_hosts(&env, &web, &hosts).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = reconciles();
+    eprintln!("reconciles for two node additions: {}", after - before);
+    // Two node-set changes: the load balancer twice (a change landing during the first update may add one more),
+    // never the ClusterIP Services (which would be 40 more).
+    assert!(
+        (2..=4).contains(&(after - before)),
+        "{} reconciles for two node-set changes",
+        after - before
+    );
+}

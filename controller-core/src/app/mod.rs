@@ -223,24 +223,25 @@ impl App {
 
     /// Every step up to running the controllers: flags, provider, client, metrics, controllers, serving. Returns the
     /// manager ready to run; `/healthz`, `/readyz` and `/metrics` are already served.
-    pub async fn start(self, options: Options) -> Result<Started, AppError> {
+    pub async fn start(mut self, options: Options) -> Result<Started, AppError> {
         options.check()?;
         let lease = options.lease_config(self.component)?;
-        let provider = self.build_provider(&options).await?;
+        let component = self.component;
+        let port = options.secure_port.unwrap_or(self.default_port);
+        let providers = std::mem::take(&mut self.providers);
+        // `--controllers` is checked against every registered controller before anything connects.
+        let mut metrics = Registry::default();
+        let (registry, selection) = self.controller_registry(&options, &mut metrics)?;
+        let provider = build_provider(&providers, &options).await?;
         let config = kube_config(options.kubeconfig.as_deref(), options.master.as_deref()).await?;
         let client = rate_limited_client(config, options.kube_api_qps, options.kube_api_burst)?;
-        initialize_provider(&*provider, &client, self.component).await?;
+        initialize_provider(&*provider, &client, component).await?;
 
-        let mut metrics = Registry::default();
-        let events =
-            EventPublisher::new(client.clone(), self.component, Some(lease.identity.clone()));
+        let events = EventPublisher::new(client.clone(), component, Some(lease.identity.clone()));
         events.register_metrics(&mut metrics);
         let ctx = ControllerContext::new(client.clone(), provider, events)
             .with_cluster_name(options.cluster_name.clone())
             .with_metrics(RuntimeMetrics::register(&mut metrics));
-        let component = self.component;
-        let port = options.secure_port.unwrap_or(self.default_port);
-        let (registry, selection) = self.controller_registry(&options, &mut metrics)?;
         let manager = Manager::new(ctx, &registry, &selection);
         if manager.runnable().is_empty() {
             warn!("no controller will run: check --controllers and the provider's capabilities");
@@ -253,25 +254,6 @@ impl App {
         }
         info!(component, controllers = ?manager.runnable(), "starting");
         Ok(Started { manager, elector })
-    }
-
-    async fn build_provider(&self, options: &Options) -> Result<Arc<dyn CloudProvider>, AppError> {
-        let provider = self
-            .providers
-            .build(&options.cloud_provider, options.cloud_config.as_deref())
-            .await?
-            .ok_or_else(|| {
-                AppError::flag(
-                    "--cloud-provider",
-                    format!(
-                        "{:?} means no in-process provider; this binary has: {}",
-                        options.cloud_provider,
-                        self.providers.names().collect::<Vec<_>>().join(", ")
-                    ),
-                )
-            })?;
-        info!(provider = provider.provider_name(), "cloud provider built");
-        Ok(provider)
     }
 
     /// The built-in controllers configured from the flags, then the binary's own; `--controllers` checked against
@@ -316,6 +298,28 @@ impl App {
             .map_err(|e| AppError::flag("--controllers", e.to_string()))?;
         Ok((registry, selection))
     }
+}
+
+/// Builds `--cloud-provider` with `--cloud-config`.
+async fn build_provider(
+    providers: &ProviderRegistry,
+    options: &Options,
+) -> Result<Arc<dyn CloudProvider>, AppError> {
+    let provider = providers
+        .build(&options.cloud_provider, options.cloud_config.as_deref())
+        .await?
+        .ok_or_else(|| {
+            AppError::flag(
+                "--cloud-provider",
+                format!(
+                    "{:?} means no in-process provider; this binary has: {}",
+                    options.cloud_provider,
+                    providers.names().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+    info!(provider = provider.provider_name(), "cloud provider built");
+    Ok(provider)
 }
 
 /// Calls the provider's `initialize` with the app's client (upstream's `cloud.Initialize(clientBuilder, stop)`).

@@ -64,7 +64,7 @@ use cloudprovider_api::Capability;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -202,9 +202,23 @@ impl ManagedController for NodePoolController {
         let pods = caches.pods();
         let config = self.config.clone();
         Box::pin(async move {
+            check_crd(&ctx.client).await?;
             run(ctx, nodes, pods, config, shutdown).await;
             Ok(())
         })
+    }
+}
+
+/// Fails when the NodePool CRD is not installed (the watch would retry forever, silently); other errors are left
+/// to the watch's own retries.
+async fn check_crd(client: &kube::Client) -> Result<(), ControllerError> {
+    let pools: Api<NodePool> = Api::all(client.clone());
+    match pools.list_metadata(&ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(status)) if status.is_not_found() => Err(ControllerError::startup(
+            "the NodePool CRD (nodepools.kube-cloud-rs.dev) is not installed; install it with \
+             `node-pool-controller --print-crd | kubectl apply -f -`",
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -51,6 +51,17 @@ impl PerObjectBackoff {
     pub fn reset(&self, key: &str) {
         self.state.lock().remove(key);
     }
+
+    /// Forgets the failures of every key `keep` rejects (e.g. objects deleted while failing, which never succeed
+    /// and would otherwise be remembered for the life of the process).
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.state.lock().retain(|key, _| keep(key));
+    }
+
+    /// How many keys are failing.
+    pub fn failing(&self) -> usize {
+        self.state.lock().len()
+    }
 }
 
 impl Default for PerObjectBackoff {
@@ -80,5 +91,11 @@ mod tests {
         assert!(b.next_delay("b") < Duration::from_secs(3));
         b.reset("a");
         assert!(b.next_delay("a") < Duration::from_secs(3));
+        assert_eq!(b.failing(), 2);
+        b.retain(|key| key == "b");
+        assert_eq!(b.failing(), 1);
+        // "a" starts over; "b" kept its history.
+        assert!(b.next_delay("a") < Duration::from_secs(3));
+        assert!(b.next_delay("b") >= Duration::from_secs(1));
     }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, debug, info_span, warn};
@@ -54,11 +55,40 @@ impl RunOptions {
     }
 }
 
-struct RunState<R> {
+struct RunState<R, K>
+where
+    K: Resource + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
     reconciler: R,
     events: EventPublisher,
     metrics: RuntimeMetrics,
     backoff: PerObjectBackoff,
+    /// The controller's cache, to forget the backoff of objects deleted while failing.
+    store: Store<K>,
+}
+
+/// Drops the backoff of objects no longer in the cache: deleted while failing, they never reach the success that
+/// would reset it. Costs one lookup per failing object, and nothing while none fails.
+fn forget_deleted<K>(backoff: &PerObjectBackoff, store: &Store<K>)
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
+{
+    if backoff.failing() == 0 {
+        return;
+    }
+    backoff.retain(|key| {
+        let (namespace, name) = match key.split_once('/') {
+            Some((ns, name)) => (Some(ns), name),
+            None => (None, key),
+        };
+        let mut reference = ObjectRef::<K>::new(name);
+        if let Some(ns) = namespace {
+            reference = reference.within(ns);
+        }
+        store.get(&reference).is_some()
+    });
 }
 
 fn key<K: Resource>(obj: &K) -> String {
@@ -82,6 +112,7 @@ where
         events: options.events,
         metrics: options.metrics,
         backoff: PerObjectBackoff::default(),
+        store: controller.store(),
     });
     controller
         .with_config(Config::default().concurrency(options.workers.max(1)))
@@ -94,10 +125,10 @@ where
         .await;
 }
 
-async fn reconcile<K, R>(obj: Arc<K>, state: Arc<RunState<R>>) -> Result<Action, ReconcileError>
+async fn reconcile<K, R>(obj: Arc<K>, state: Arc<RunState<R, K>>) -> Result<Action, ReconcileError>
 where
-    K: Resource + Send + Sync + 'static,
-    K::DynamicType: Default,
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
     R: Reconciler<K>,
 {
     let name = state.reconciler.name();
@@ -114,6 +145,7 @@ where
         match &result {
             Ok(_) => {
                 state.backoff.reset(&key(obj.as_ref()));
+                forget_deleted(&state.backoff, &state.store);
                 state.metrics.record(name, "success", seconds);
             }
             Err(err) => {
@@ -131,14 +163,45 @@ where
     .await
 }
 
-fn error_policy<K, R>(obj: Arc<K>, err: &ReconcileError, state: Arc<RunState<R>>) -> Action
+fn error_policy<K, R>(obj: Arc<K>, err: &ReconcileError, state: Arc<RunState<R, K>>) -> Action
 where
-    K: Resource,
+    K: Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone,
     R: Reconciler<K>,
 {
+    forget_deleted(&state.backoff, &state.store);
     match err.class() {
         ErrorClass::Throttled(after) => Action::requeue(after),
         ErrorClass::Transient => Action::requeue(state.backoff.next_delay(&key(obj.as_ref()))),
         ErrorClass::InvalidInput | ErrorClass::Permanent => Action::await_change(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::watcher;
+
+    use super::*;
+
+    fn config_map(name: &str) -> ConfigMap {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(name.into());
+        cm.metadata.namespace = Some("ns".into());
+        cm
+    }
+
+    #[test]
+    fn backoff_of_deleted_objects_is_forgotten() {
+        let (store, mut writer) = kube::runtime::reflector::store::<ConfigMap>();
+        writer.apply_watcher_event(&watcher::Event::Apply(config_map("kept")));
+        let backoff = PerObjectBackoff::default();
+        backoff.next_delay("ns/kept");
+        backoff.next_delay("ns/deleted");
+        forget_deleted(&backoff, &store);
+        assert_eq!(backoff.failing(), 1);
+        writer.apply_watcher_event(&watcher::Event::Delete(config_map("kept")));
+        forget_deleted(&backoff, &store);
+        assert_eq!(backoff.failing(), 0);
     }
 }

@@ -191,6 +191,16 @@ impl SyncedServices {
         self.inner.lock().remove(key);
     }
 
+    /// Whether the Service needs nothing from a node-set change to generation `hosts`: its load balancer already
+    /// has those hosts, or it is implemented elsewhere.
+    pub(super) fn hosts_current(&self, key: &str, hosts: u64) -> bool {
+        match self.inner.lock().get(key) {
+            Some(Synced::Ensured { hosts: h, .. }) => *h == hosts,
+            Some(Synced::Elsewhere { .. }) => true,
+            None => false,
+        }
+    }
+
     /// Keys of ensured Services whose hosts are not generation `hosts`: those a node-set change will update.
     pub(super) fn stale_hosts(&self, hosts: u64) -> HashSet<String> {
         self.inner

@@ -44,7 +44,7 @@ use crate::manager::{ControllerError, ManagedController, SharedCaches};
 use crate::runtime::{self, CancellationToken, RunOptions};
 use crate::{ControllerContext, NodeSource};
 use reconcile::{ServiceReconciler, Shared};
-use target_nodes::{TargetTracker, track_target_nodes};
+use target_nodes::{TargetSet, TargetTracker, track_target_nodes};
 
 /// The controller's name, as upstream names it.
 pub const CONTROLLER_NAME: &str = "service-lb-controller";
@@ -164,8 +164,9 @@ async fn run(
         shared.publish(set);
     }
 
-    // One pending trigger is enough: a trigger reconciles every Service against the then-current set.
-    let (mut trigger, triggers) = mpsc::channel::<()>(1);
+    // A node-set change re-queues only the load balancers whose hosts are stale (kube-runtime's `reconcile_on`);
+    // the queue deduplicates a Service triggered again before its reconcile.
+    let (trigger, triggers) = mpsc::unbounded::<ObjectRef<Service>>();
     let (reader, writer) = reflector::store();
     let watched = watcher(
         Api::<Service>::all(ctx.client.clone()),
@@ -176,13 +177,15 @@ async fn run(
     .reflect(writer)
     .applied_objects();
     let controller = Controller::for_stream(watched, reader)
-        .reconcile_all_on(triggers)
+        .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     let services = controller.store();
 
     let on_change = {
         let shared = Arc::clone(&shared);
-        move |set| {
+        let classes = config.load_balancer_classes.clone();
+        move |set: Arc<TargetSet>| {
+            let generation = set.generation;
             shared.publish(set);
             // Forget Services deleted without passing through cleanup (e.g. their finalizer was removed by hand).
             if !services.is_empty() {
@@ -191,8 +194,10 @@ async fn run(
                     services.get(&ObjectRef::new(name).within(ns)).is_some()
                 });
             }
-            // Full means a trigger is already pending, which will see this set too.
-            let _ = trigger.try_send(());
+            for svc in stale_load_balancers(&services, &shared, &classes, generation) {
+                // The receiver lives as long as the controller; a send after it stopped is moot.
+                let _ = trigger.unbounded_send(svc);
+            }
         }
     };
     // Only the generation signal is needed (it also moves on deletions, which the change stream does not carry).
@@ -223,6 +228,31 @@ async fn run(
     );
     futures::join!(runtime::run(controller, reconciler, options), node_sync);
     info!(controller = CONTROLLER_NAME, "stopped");
+}
+
+/// The load-balancer Services whose hosts are not generation `hosts`: ensured ones with older hosts, and ones not
+/// recorded yet (an ensure in flight may have used the previous set). ClusterIP and NodePort Services, and load
+/// balancers already up to date or implemented elsewhere, are not re-queued.
+fn stale_load_balancers(
+    services: &reflector::Store<Service>,
+    shared: &Shared,
+    classes: &[String],
+    hosts: u64,
+) -> Vec<ObjectRef<Service>> {
+    services
+        .state()
+        .iter()
+        .filter(|svc| change::is_ours(svc, classes))
+        .map(|svc| ObjectRef::from_obj(svc.as_ref()))
+        .filter(|svc| {
+            let key = format!(
+                "{}/{}",
+                svc.namespace.as_deref().unwrap_or_default(),
+                svc.name
+            );
+            !shared.synced.hosts_current(&key, hosts)
+        })
+        .collect()
 }
 
 /// The Service cache holds every Service of the cluster, most of them not ours: drop what no reconcile reads. The

@@ -14,6 +14,9 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "ccm")]
+pub mod power_labels;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
