@@ -15,7 +15,12 @@
 //! Nodes still carrying [`UNINITIALIZED_TAINT`](crate::cloud_node::UNINITIALIZED_TAINT) are left alone: they may
 //! have no provider ID yet, so a lookup by name could wrongly report them gone. Taint changes are merge patches
 //! conditioned on the observed `resourceVersion`; a conflict is retried on the next period.
+//!
+//! The loop is the runtime's [`Periodic`]: it waits for the Node cache's initial list, pauses for the cloud's
+//! retry-after when the lookup is throttled, and counts every pass in `cloud_controller_reconcile_total`
+//! (`success`; `transient` when a lookup or a write failed; `throttled`).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,12 +35,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::cloud_node::has_uninitialized_taint;
 use crate::manager::{ControllerError, ManagedController, SharedCaches};
-use crate::runtime::{CancellationToken, EventPublisher};
+use crate::runtime::{CancellationToken, EventPublisher, PassOutcome, Periodic, PeriodicPass};
 use crate::{ControllerContext, NodeSource};
 
 /// The controller's name, as upstream names it.
@@ -160,7 +164,7 @@ impl ManagedController for NodeLifecycleController {
     }
 }
 
-/// Runs the cloud-node-lifecycle controller until `shutdown` fires.
+/// Runs the cloud-node-lifecycle controller until `shutdown` fires: a [`Periodic`] pass every monitor period.
 async fn run(
     ctx: ControllerContext,
     nodes: NodeSource,
@@ -175,48 +179,11 @@ async fn run(
         provider: Arc::clone(&ctx.provider),
         events: ctx.events.clone(),
         metrics: config.metrics,
-        store,
+        store: store.clone(),
     };
-    let stop = shutdown.cancelled_owned();
-    tokio::pin!(stop);
-    // An empty cache before the first list is not "no nodes".
-    tokio::select! {
-        biased;
-        () = &mut stop => return,
-        ready = lifecycle.store.wait_until_ready() => {
-            if ready.is_err() {
-                error!(controller = CONTROLLER_NAME, "the Node cache was dropped; stopping");
-                return;
-            }
-        }
-    }
-    let mut ticker = tokio::time::interval(config.monitor_period.max(Duration::from_millis(10)));
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut stop => break,
-            _ = ticker.tick() => {}
-        }
-        // A pass is abandoned on shutdown: each of its writes is idempotent and the next leader redoes it.
-        let pause = tokio::select! {
-            biased;
-            () = &mut stop => break,
-            pause = lifecycle.monitor() => pause,
-        };
-        if let Some(pause) = pause {
-            info!(
-                controller = CONTROLLER_NAME,
-                ?pause,
-                "the cloud throttles instance lookups; pausing"
-            );
-            tokio::select! {
-                biased;
-                () = &mut stop => break,
-                () = tokio::time::sleep(pause) => {}
-            }
-        }
-    }
+    Periodic::new(lifecycle, ctx.metrics.clone(), shutdown)
+        .run(store, config.monitor_period)
+        .await;
     debug!(controller = CONTROLLER_NAME, "stopped");
 }
 
@@ -235,13 +202,40 @@ enum Step {
     Delete,
 }
 
+/// The steps of one period, each with its Node.
+type Steps = Vec<(Arc<Node>, Step)>;
+
+impl PeriodicPass for Lifecycle {
+    fn name(&self) -> &'static str {
+        CONTROLLER_NAME
+    }
+
+    fn pass(&self) -> impl Future<Output = PassOutcome> + Send {
+        self.monitor()
+    }
+}
+
 impl Lifecycle {
-    /// One pass over the cached Nodes. Returns how long to pause when the cloud throttled the lookup.
-    async fn monitor(&self) -> Option<Duration> {
-        let instances = self.provider.instances().unwrap_or(&Unsupported);
+    /// One pass over the cached Nodes. Throttled when the cloud throttled the lookup; incomplete when a lookup or
+    /// a write failed (the next period retries either way).
+    async fn monitor(&self) -> PassOutcome {
         let started = Instant::now();
-        let mut steps: Vec<(Arc<Node>, Step)> = Vec::new();
-        let mut not_ready: Vec<Arc<Node>> = Vec::new();
+        let (mut steps, not_ready) = self.triage();
+        let mut outcome = self.look_up(not_ready, &mut steps).await;
+        if !self.apply_all(steps).await {
+            outcome.incomplete = true;
+        }
+        self.metrics
+            .monitor_duration
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// From the cache: the steps decided without the cloud (a Ready Node losing the shutdown taint) and the Nodes
+    /// to ask the cloud about.
+    fn triage(&self) -> (Steps, Vec<Arc<Node>>) {
+        let mut steps = Vec::new();
+        let mut not_ready = Vec::new();
         for node in self.store.state() {
             if node.metadata.deletion_timestamp.is_some() {
                 continue;
@@ -256,55 +250,66 @@ impl Lifecycle {
                 not_ready.push(node);
             }
         }
+        (steps, not_ready)
+    }
 
-        let mut pause = None;
-        if !not_ready.is_empty() {
-            let batch: Vec<Node> = not_ready.iter().map(|n| Node::clone(n)).collect();
-            let states = instances.instance_states(&batch).await;
-            if states.len() == not_ready.len() {
-                for (node, state) in not_ready.into_iter().zip(states) {
-                    match state {
-                        Ok(InstanceState::Gone) => steps.push((node, Step::Delete)),
-                        Ok(InstanceState::Shutdown) if !has_shutdown_taint(&node) => {
-                            steps.push((node, Step::AddShutdownTaint));
-                        }
-                        Ok(InstanceState::Running) if has_shutdown_taint(&node) => {
-                            steps.push((node, Step::RemoveShutdownTaint));
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            // Never act on an error: the next period asks again.
-                            self.metrics.instance_state_errors.inc();
-                            warn!(node = %node.name_any(), error = %e, "could not get the instance state");
-                            if let Some(after) = e.retry_after() {
-                                pause = pause.max(Some(after));
-                            }
-                        }
+    /// Asks the cloud once about every Node in `not_ready` and adds the steps its answers call for.
+    async fn look_up(&self, not_ready: Vec<Arc<Node>>, steps: &mut Steps) -> PassOutcome {
+        let mut outcome = PassOutcome::default();
+        if not_ready.is_empty() {
+            return outcome;
+        }
+        let instances = self.provider.instances().unwrap_or(&Unsupported);
+        let batch: Vec<Node> = not_ready.iter().map(|n| Node::clone(n)).collect();
+        let states = instances.instance_states(&batch).await;
+        if states.len() != not_ready.len() {
+            // A provider bug; acting on a misaligned answer could delete the wrong Node.
+            error!(
+                nodes = not_ready.len(),
+                answers = states.len(),
+                "the provider answered instance_states with the wrong number of entries; ignoring the answer"
+            );
+            outcome.incomplete = true;
+            return outcome;
+        }
+        for (node, state) in not_ready.into_iter().zip(states) {
+            match state {
+                Ok(InstanceState::Gone) => steps.push((node, Step::Delete)),
+                Ok(InstanceState::Shutdown) if !has_shutdown_taint(&node) => {
+                    steps.push((node, Step::AddShutdownTaint));
+                }
+                Ok(InstanceState::Running) if has_shutdown_taint(&node) => {
+                    steps.push((node, Step::RemoveShutdownTaint));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Never act on an error: the next period asks again.
+                    self.metrics.instance_state_errors.inc();
+                    warn!(node = %node.name_any(), error = %e, "could not get the instance state");
+                    outcome.incomplete = true;
+                    if let Some(after) = e.retry_after() {
+                        outcome.retry_after = outcome.retry_after.max(Some(after));
                     }
                 }
-            } else {
-                // A provider bug; acting on a misaligned answer could delete the wrong Node.
-                error!(
-                    nodes = not_ready.len(),
-                    answers = states.len(),
-                    "the provider answered instance_states with the wrong number of entries; ignoring the answer"
-                );
             }
         }
+        outcome
+    }
 
+    /// Applies `steps`, a few at a time. True if every one was done.
+    async fn apply_all(&self, steps: Steps) -> bool {
         futures::stream::iter(steps)
-            .for_each_concurrent(WRITE_CONCURRENCY, |(node, step)| {
+            .map(|(node, step)| {
                 let span = info_span!("node_lifecycle", controller = CONTROLLER_NAME, node = %node.name_any());
                 async move { self.apply(&node, step).await }.instrument(span)
             })
-            .await;
-        self.metrics
-            .monitor_duration
-            .observe(started.elapsed().as_secs_f64());
-        pause
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .fold(true, |all, done| async move { all && done })
+            .await
     }
 
-    async fn apply(&self, node: &Node, step: Step) {
+    /// Applies one step. True if it was done (or turned out not to be needed).
+    async fn apply(&self, node: &Node, step: Step) -> bool {
         match step {
             Step::Delete => self.delete(node).await,
             Step::AddShutdownTaint => {
@@ -315,7 +320,7 @@ impl Lifecycle {
                     ..Taint::default()
                 });
                 info!("instance is shut down; tainting the node");
-                self.patch_taints(node, &taints).await;
+                self.patch_taints(node, &taints).await
             }
             Step::RemoveShutdownTaint => {
                 let taints: Vec<Taint> = taints(node)
@@ -324,12 +329,13 @@ impl Lifecycle {
                     .cloned()
                     .collect();
                 info!("removing the shutdown taint");
-                self.patch_taints(node, &taints).await;
+                self.patch_taints(node, &taints).await
             }
         }
     }
 
-    async fn delete(&self, node: &Node) {
+    /// Deletes the Node (this UID only). True unless the delete failed.
+    async fn delete(&self, node: &Node) -> bool {
         let name = node.name_any();
         let reference = node.object_ref(&());
         info!("deleting the node: its instance no longer exists in the cloud");
@@ -349,10 +355,15 @@ impl Lifecycle {
         match self.nodes.delete(&name, &params).await {
             Ok(_) => {
                 self.metrics.deleted_nodes.inc();
+                true
             }
-            Err(kube::Error::Api(s)) if s.is_not_found() => debug!("already deleted"),
+            Err(kube::Error::Api(s)) if s.is_not_found() => {
+                debug!("already deleted");
+                true
+            }
             Err(kube::Error::Api(s)) if s.is_conflict() => {
                 debug!("not deleted: the node was re-created under the same name");
+                true
             }
             Err(e) => {
                 warn!(error = %e, "could not delete the node");
@@ -361,11 +372,13 @@ impl Lifecycle {
                     DELETING_NODE_FAILED_REASON,
                     format!("Error deleting node {name}: {e}"),
                 );
+                false
             }
         }
     }
 
-    async fn patch_taints(&self, node: &Node, taints: &[Taint]) {
+    /// Replaces the Node's taints. True if the patch applied.
+    async fn patch_taints(&self, node: &Node, taints: &[Taint]) -> bool {
         // The taint list is replaced whole; the resourceVersion turns a concurrent change into a 409.
         let patch = json!({
             "metadata": { "resourceVersion": node.resource_version() },
@@ -380,11 +393,15 @@ impl Lifecycle {
             .patch(&node.name_any(), &params, &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => {}
+            Ok(_) => true,
             Err(kube::Error::Api(s)) if s.is_conflict() || s.is_not_found() => {
                 debug!(reason = %s.reason, "node changed meanwhile; retrying next period");
+                false
             }
-            Err(e) => warn!(error = %e, "could not update the node's taints"),
+            Err(e) => {
+                warn!(error = %e, "could not update the node's taints");
+                false
+            }
         }
     }
 }

@@ -116,6 +116,13 @@ async fn gone_nodes_are_deleted_and_shut_down_nodes_tainted() {
         get(&env, "gone").await.is_none().then_some(())
     })
     .await;
+    eventually(WAIT, "a successful pass counted", || async {
+        (env.metrics
+            .count(node_lifecycle::CONTROLLER_NAME, "success")
+            > 0)
+        .then_some(())
+    })
+    .await;
     eventually(WAIT, "DeletingNode event", || async {
         (deletion_events(&env, "gone").await > 0).then_some(())
     })
@@ -194,6 +201,12 @@ async fn provider_errors_delete_nothing() {
         "deleted on a provider error"
     );
     assert_eq!(deletion_events(&env, "gone").await, 0);
+    // Every pass is counted in the shared reconcile metrics; a failed lookup makes it transient.
+    assert!(
+        env.metrics
+            .count(node_lifecycle::CONTROLLER_NAME, "transient")
+            >= 3
+    );
 
     // Once the cloud answers, the same node is deleted: the test above could have failed.
     env.cloud.clear_faults(Method::InstanceStates);

@@ -19,34 +19,41 @@
 //! known upstream pain point. Kubelet heartbeats and our own condition writes change none of those parts and so
 //! trigger nothing. A throttled cloud call stops the round and the next one waits for the cloud's retry-after;
 //! other failures are retried with exponential backoff capped at the reconciliation period; nothing hot-loops.
+//!
+//! A round (`round.rs`, one function per step) is a [`PeriodicPass`], timed and counted by the runtime's
+//! [`Periodic`]; the driver here decides when rounds run.
 
 mod plan;
+mod round;
 mod status;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudprovider_api::{Capability, CloudError, Route, Routes};
+use cloudprovider_api::Capability;
+use futures::StreamExt;
 use futures::future::BoxFuture;
-use futures::{StreamExt, stream};
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::Store;
-use kube::{Resource, ResourceExt};
-use parking_lot::Mutex;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinHandle};
+use tokio::time::{Instant, Interval, sleep_until};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::ControllerContext;
 use crate::NodeSource;
 use crate::manager::{ControllerError, ManagedController, SharedCaches};
-use crate::runtime::{CancellationToken, PerObjectBackoff};
-use plan::NodeRoutes;
-use status::{ConditionUpdate, Networking};
+use crate::runtime::periodic::{self, later};
+use crate::runtime::{
+    CancellationToken, NodeChanges, PassOutcome, PerObjectBackoff, Periodic, PeriodicPass,
+};
 
 pub use status::{CONDITION_NETWORK_UNAVAILABLE, REASON_NO_ROUTE_CREATED, REASON_ROUTE_CREATED};
 
@@ -214,14 +221,16 @@ async fn run(
 ) {
     let span = info_span!("route_controller", controller = CONTROLLER_NAME);
     let cluster_cidrs = config.cluster_cidrs.iter().map(IpNet::trunc).collect();
-    let shared = Arc::new(Shared {
+    let metrics = ctx.metrics.clone();
+    let shared = Shared {
         nodes: Api::all(ctx.client.clone()),
         ctx,
         store: nodes.store,
         cluster_cidrs,
         max_ops: config.max_concurrent_ops.max(1),
-    });
-    drive(shared, nodes.changes, nodes.generation, &config, shutdown)
+    };
+    let periodic = Periodic::new(shared, metrics, shutdown);
+    drive(periodic, nodes.changes, nodes.generation, &config)
         .instrument(span)
         .await;
 }
@@ -235,19 +244,15 @@ struct Shared {
     max_ops: usize,
 }
 
-/// How a round ended, for scheduling the next one.
-#[derive(Clone, Copy, Debug, Default)]
-struct RoundOutcome {
-    /// The cloud asked us to wait this long.
-    throttled: Option<Duration>,
-    /// Something failed (or was skipped, or raced a Node update): retry before the next periodic round.
-    incomplete: bool,
-}
+/// A round is a [`PeriodicPass`]: the runtime times and counts it.
+impl PeriodicPass for Shared {
+    fn name(&self) -> &'static str {
+        CONTROLLER_NAME
+    }
 
-/// `at + delay`, saturating far in the future instead of panicking on absurd configured durations.
-fn later(at: Instant, delay: Duration) -> Instant {
-    at.checked_add(delay)
-        .unwrap_or_else(|| at + Duration::from_secs(60 * 60 * 24 * 365))
+    fn pass(&self) -> impl Future<Output = PassOutcome> + Send {
+        round::reconcile(self)
+    }
 }
 
 /// When the next round may start.
@@ -331,377 +336,204 @@ impl ChangeTracker {
 /// The controller loop: keeps draining the Node subscription (a slow subscriber would hold back the shared
 /// reflector) while at most one round runs in its own task.
 async fn drive(
-    shared: Arc<Shared>,
-    changes: crate::runtime::NodeChanges,
-    mut generation: tokio::sync::watch::Receiver<u64>,
+    periodic: Periodic<Shared>,
+    changes: NodeChanges,
+    generation: watch::Receiver<u64>,
     config: &RouteConfig,
-    shutdown: CancellationToken,
 ) {
-    let stop = shutdown.cancelled_owned();
-    tokio::pin!(stop);
-    let mut changes = std::pin::pin!(changes);
-
     // Never plan from a cache that has not finished its initial list: that round would see no Nodes and delete
     // every route.
-    tokio::select! {
-        () = &mut stop => return,
-        ready = shared.store.wait_until_ready() => {
-            if let Err(e) = ready {
-                error!(error = %e, "the Node cache stopped before its initial list; route controller stops");
-                return;
-            }
-        }
+    if !periodic.wait_until_ready(&periodic.inner().store).await {
+        return;
     }
-
-    let period = config.reconciliation_period.max(Duration::from_millis(10));
-    // Failed rounds retry sooner than the safety resync, but never faster than every 1s (or the period).
-    let retry = PerObjectBackoff::new(period.min(Duration::from_secs(1)), period);
-    let mut tracker = ChangeTracker::default();
-    tracker.scan(&shared.store);
-    let now = Instant::now();
-    let mut schedule = Schedule {
-        next_full: now,
-        dirty: None,
-        not_before: now,
-        debounce: config.debounce,
-    };
-    let mut scan = tokio::time::interval(SCAN_INTERVAL);
-    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut running: Option<JoinHandle<RoundOutcome>> = None;
-    let mut subscribed = true;
-    let mut generation_open = true;
-    let mut last_scan = Instant::now();
-    let mut rescan_at: Option<Instant> = None;
-    let mut round: u64 = 0;
-
+    let mut driver = Driver::new(periodic, changes, generation, config);
     loop {
-        let due = schedule.due();
-        tokio::select! {
-            () = &mut stop => {
-                // Cloud route calls are idempotent; an interrupted round is finished by the next leader.
-                if let Some(task) = running.take() {
-                    task.abort();
-                }
-                info!("route controller stopped");
-                return;
-            }
-            finished = join(&mut running) => {
-                let outcome = finished.unwrap_or_else(|e| {
-                    error!(error = %e, "route round task failed");
-                    RoundOutcome { throttled: None, incomplete: true }
-                });
-                let now = Instant::now();
-                if let Some(after) = outcome.throttled {
-                    schedule.not_before = later(now, after);
-                }
-                schedule.next_full = if outcome.incomplete {
-                    later(now, retry.next_delay("round").min(period))
-                } else {
-                    retry.reset("round");
-                    later(now, period)
-                };
-            }
-            change = changes.next(), if subscribed => match change {
-                Some(node) => {
-                    if tracker.observe(&node) {
-                        debug!(node = %node.name_any(), "route-relevant Node change");
-                        schedule.changed(Instant::now());
-                    }
-                }
-                None => {
-                    // Cache scans still notice changes.
-                    warn!("Node subscription ended; relying on cache scans");
-                    subscribed = false;
-                }
-            },
-            changed = generation.changed(), if generation_open => match changed {
-                Ok(()) => {
-                    generation.borrow_and_update();
-                    rescan_at.get_or_insert_with(|| later(last_scan, RESCAN_GAP));
-                }
-                Err(_) => generation_open = false,
-            },
-            () = tokio::time::sleep_until(rescan_at.unwrap_or(due)), if rescan_at.is_some() => {
-                rescan_at = None;
-                last_scan = Instant::now();
-                if tracker.scan(&shared.store) {
-                    schedule.changed(last_scan);
-                }
-            }
-            _ = scan.tick() => {
-                last_scan = Instant::now();
-                if tracker.scan(&shared.store) {
-                    schedule.changed(last_scan);
-                }
-            }
-            () = tokio::time::sleep_until(due), if running.is_none() => {
-                round += 1;
-                schedule.dirty = None;
-                let span = info_span!("route_reconcile", round);
-                running = Some(tokio::spawn(reconcile(Arc::clone(&shared)).instrument(span)));
-            }
+        let wake = driver.wait().await;
+        if driver.handle(wake).is_break() {
+            return;
         }
     }
 }
 
+/// What woke the [`Driver`].
+enum Wake {
+    Shutdown,
+    RoundFinished(Result<PassOutcome, JoinError>),
+    NodeChanged(Option<Arc<Node>>),
+    GenerationMoved(Result<(), watch::error::RecvError>),
+    RescanDue,
+    ScanTick,
+    RoundDue,
+}
+
+/// The loop's state: change detection, the schedule and the running round.
+struct Driver {
+    periodic: Periodic<Shared>,
+    changes: NodeChanges,
+    /// False once the subscription ended.
+    subscribed: bool,
+    generation: watch::Receiver<u64>,
+    /// False once the generation channel closed.
+    generation_open: bool,
+    tracker: ChangeTracker,
+    /// Periodic cache scans, the safety net of change detection.
+    scan: Interval,
+    last_scan: Instant,
+    /// The rescan pending after the cache's generation moved.
+    rescan_at: Option<Instant>,
+    schedule: Schedule,
+    period: Duration,
+    /// Failed rounds retry sooner than the safety resync.
+    retry: PerObjectBackoff,
+    running: Option<JoinHandle<PassOutcome>>,
+    round: u64,
+}
+
+impl Driver {
+    /// A driver over a ready cache: first round at once.
+    fn new(
+        periodic: Periodic<Shared>,
+        changes: NodeChanges,
+        generation: watch::Receiver<u64>,
+        config: &RouteConfig,
+    ) -> Self {
+        let period = config.reconciliation_period.max(periodic::MIN_PERIOD);
+        let mut tracker = ChangeTracker::default();
+        tracker.scan(&periodic.inner().store);
+        let now = Instant::now();
+        Self {
+            periodic,
+            changes,
+            subscribed: true,
+            generation,
+            generation_open: true,
+            tracker,
+            scan: periodic::ticker(SCAN_INTERVAL),
+            last_scan: now,
+            rescan_at: None,
+            schedule: Schedule {
+                next_full: now,
+                dirty: None,
+                not_before: now,
+                debounce: config.debounce,
+            },
+            period,
+            // Never faster than every 1s (or the period).
+            retry: PerObjectBackoff::new(period.min(Duration::from_secs(1)), period),
+            running: None,
+            round: 0,
+        }
+    }
+
+    /// Waits for the next thing to handle.
+    async fn wait(&mut self) -> Wake {
+        let due = self.schedule.due();
+        tokio::select! {
+            () = self.periodic.shutdown().cancelled() => Wake::Shutdown,
+            finished = join(&mut self.running) => Wake::RoundFinished(finished),
+            change = self.changes.next(), if self.subscribed => Wake::NodeChanged(change),
+            moved = self.generation.changed(), if self.generation_open => Wake::GenerationMoved(moved),
+            () = sleep_until(self.rescan_at.unwrap_or(due)), if self.rescan_at.is_some() => Wake::RescanDue,
+            _ = self.scan.tick() => Wake::ScanTick,
+            () = sleep_until(due), if self.running.is_none() => Wake::RoundDue,
+        }
+    }
+
+    /// Handles `wake`; breaks on shutdown.
+    fn handle(&mut self, wake: Wake) -> ControlFlow<()> {
+        match wake {
+            Wake::Shutdown => {
+                self.stop();
+                return ControlFlow::Break(());
+            }
+            Wake::RoundFinished(finished) => self.round_finished(finished),
+            Wake::NodeChanged(Some(node)) => self.node_changed(&node),
+            Wake::NodeChanged(None) => self.subscription_ended(),
+            Wake::GenerationMoved(Ok(())) => self.generation_moved(),
+            Wake::GenerationMoved(Err(_)) => self.generation_open = false,
+            Wake::RescanDue => {
+                self.rescan_at = None;
+                self.scan_cache();
+            }
+            Wake::ScanTick => self.scan_cache(),
+            Wake::RoundDue => self.start_round(),
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Cloud route calls are idempotent; an interrupted round is finished by the next leader.
+    fn stop(&mut self) {
+        if let Some(task) = self.running.take() {
+            task.abort();
+        }
+        info!("route controller stopped");
+    }
+
+    /// Schedules the next round after the cloud's retry-after, if any; after a backoff if this one was
+    /// incomplete, else a period from now.
+    fn round_finished(&mut self, finished: Result<PassOutcome, JoinError>) {
+        let outcome = finished.unwrap_or_else(|e| {
+            error!(error = %e, "route round task failed");
+            PassOutcome {
+                retry_after: None,
+                incomplete: true,
+            }
+        });
+        let now = Instant::now();
+        if let Some(resume) = self.periodic.throttled_until(&outcome, now) {
+            self.schedule.not_before = resume;
+        }
+        self.schedule.next_full = if outcome.incomplete {
+            later(now, self.retry.next_delay("round").min(self.period))
+        } else {
+            self.retry.reset("round");
+            later(now, self.period)
+        };
+    }
+
+    fn node_changed(&mut self, node: &Node) {
+        if self.tracker.observe(node) {
+            debug!(node = %node.name_any(), "route-relevant Node change");
+            self.schedule.changed(Instant::now());
+        }
+    }
+
+    fn subscription_ended(&mut self) {
+        // Cache scans still notice changes.
+        warn!("Node subscription ended; relying on cache scans");
+        self.subscribed = false;
+    }
+
+    /// Something changed in the cache, maybe a deletion: rescan soon, but not more often than every `RESCAN_GAP`.
+    fn generation_moved(&mut self) {
+        self.generation.borrow_and_update();
+        let at = later(self.last_scan, RESCAN_GAP);
+        self.rescan_at.get_or_insert(at);
+    }
+
+    fn scan_cache(&mut self) {
+        self.last_scan = Instant::now();
+        if self.tracker.scan(&self.periodic.inner().store) {
+            self.schedule.changed(self.last_scan);
+        }
+    }
+
+    fn start_round(&mut self) {
+        self.round += 1;
+        self.schedule.dirty = None;
+        let span = info_span!("route_reconcile", round = self.round);
+        self.running = Some(tokio::spawn(self.periodic.run_pass().instrument(span)));
+    }
+}
+
 /// Waits for the running round, if any (forever otherwise), and clears the slot.
-async fn join(
-    running: &mut Option<JoinHandle<RoundOutcome>>,
-) -> Result<RoundOutcome, tokio::task::JoinError> {
+async fn join(running: &mut Option<JoinHandle<PassOutcome>>) -> Result<PassOutcome, JoinError> {
     let Some(task) = running.as_mut() else {
         return std::future::pending().await;
     };
     let result = task.await;
     *running = None;
     result
-}
-
-/// One cloud call's result.
-enum OpResult {
-    Done,
-    Failed(CloudError),
-    /// Not attempted: an earlier call of the round was throttled.
-    Skipped,
-}
-
-/// Once the cloud throttles, the rest of the round's calls are skipped instead of piling on.
-#[derive(Default)]
-struct ThrottleGate(Mutex<Option<Duration>>);
-
-impl ThrottleGate {
-    fn closed(&self) -> bool {
-        self.0.lock().is_some()
-    }
-
-    fn record(&self, err: &CloudError) {
-        if let Some(after) = err.retry_after() {
-            let mut gate = self.0.lock();
-            *gate = Some(gate.map_or(after, |d| d.max(after)));
-        }
-    }
-
-    fn retry_after(&self) -> Option<Duration> {
-        *self.0.lock()
-    }
-}
-
-async fn call(gate: &ThrottleGate, op: impl Future<Output = Result<(), CloudError>>) -> OpResult {
-    if gate.closed() {
-        return OpResult::Skipped;
-    }
-    match op.await {
-        Ok(()) => OpResult::Done,
-        Err(e) => {
-            gate.record(&e);
-            OpResult::Failed(e)
-        }
-    }
-}
-
-/// One round: list, plan, delete, create, report. Never fails as a whole; the outcome schedules the next one.
-async fn reconcile(shared: Arc<Shared>) -> RoundOutcome {
-    let started = std::time::Instant::now();
-    let outcome = reconcile_inner(&shared).await;
-    let result = match (outcome.throttled, outcome.incomplete) {
-        (Some(_), _) => "throttled",
-        (None, true) => "transient",
-        (None, false) => "success",
-    };
-    shared
-        .ctx
-        .metrics
-        .record(CONTROLLER_NAME, result, started.elapsed().as_secs_f64());
-    outcome
-}
-
-async fn reconcile_inner(shared: &Shared) -> RoundOutcome {
-    let routes = shared.ctx.routes();
-    let cluster = shared.ctx.cluster_name.as_str();
-
-    let nodes: Vec<NodeRoutes> = shared
-        .store
-        .state()
-        .into_iter()
-        .map(|node| {
-            let (routes, invalid) = NodeRoutes::of(node, &shared.cluster_cidrs);
-            if !invalid.is_empty() {
-                warn!(node = %routes.name, ?invalid, "ignoring unparsable pod CIDRs");
-            }
-            routes
-        })
-        .collect();
-
-    let existing = match routes.list_routes(cluster).await {
-        Ok(existing) => existing,
-        Err(e) => {
-            warn!(error = %e, "ListRoutes failed");
-            return RoundOutcome {
-                throttled: e.retry_after(),
-                incomplete: true,
-            };
-        }
-    };
-    let plan = plan::plan(&shared.cluster_cidrs, &nodes, &existing);
-    for (cidr, winner, losers) in &plan.conflicts {
-        warn!(%cidr, %winner, ?losers, "pod CIDR claimed by several nodes; routing it to one");
-    }
-    debug!(
-        nodes = nodes.len(),
-        routes = existing.len(),
-        delete = plan.delete.len(),
-        create = plan.create.len(),
-        "planned"
-    );
-    let gate = ThrottleGate::default();
-    let mut incomplete = false;
-
-    // Deletes first: a CIDR that moved to another node must be free before its new route is created.
-    let deleted = run_deletes(shared, routes, &gate, plan.delete).await;
-    let mut blocked: HashSet<IpNet> = HashSet::new();
-    for (route, result) in deleted {
-        let cidr = route.destination_cidr.trunc();
-        match result {
-            OpResult::Done => {
-                info!(%cidr, target = %route.target_node, blackhole = route.blackhole, "deleted route")
-            }
-            OpResult::Failed(e) => {
-                warn!(%cidr, target = %route.target_node, error = %e, "DeleteRoute failed");
-                blocked.insert(cidr);
-                incomplete = true;
-            }
-            OpResult::Skipped => {
-                blocked.insert(cidr);
-                incomplete = true;
-            }
-        }
-    }
-
-    let creates: Vec<_> = plan
-        .create
-        .into_iter()
-        .filter(|c| {
-            let free = !blocked.contains(&c.route.destination_cidr);
-            incomplete |= !free;
-            free
-        })
-        .collect();
-    let mut routed = plan.routed;
-    // Indexes of nodes with a failed create, and the Warning Events to publish about them.
-    let mut failed: HashSet<usize> = HashSet::new();
-    let mut warnings: Vec<(ObjectReference, String)> = Vec::new();
-    let created = stream::iter(creates)
-        .map(|create| {
-            let node = &nodes[create.node];
-            let gate = &gate;
-            async move {
-                let started = std::time::Instant::now();
-                let result =
-                    call(gate, routes.create_route(cluster, &node.uid, &create.route)).await;
-                (create, started.elapsed(), result)
-            }
-        })
-        .buffer_unordered(shared.max_ops)
-        .collect::<Vec<_>>()
-        .await;
-    for (create, took, result) in created {
-        let node = &nodes[create.node];
-        let cidr = create.route.destination_cidr;
-        match result {
-            OpResult::Done => {
-                info!(%cidr, node = %node.name, "created route");
-                routed.insert((node.name.clone(), cidr));
-            }
-            OpResult::Failed(e) => {
-                warn!(%cidr, node = %node.name, error = %e, "CreateRoute failed");
-                let note = format!(
-                    "Could not create route {} {cidr} for node {} after {took:?}: {e}",
-                    node.uid, node.name
-                );
-                warnings.push((node.node.object_ref(&()), note));
-                failed.insert(create.node);
-                incomplete = true;
-            }
-            OpResult::Skipped => incomplete = true,
-        }
-    }
-
-    // Conditions: failure wins; success needs every in-cluster pod CIDR routed; otherwise (skipped) unchanged.
-    // Owned items: borrowing closures in a spawned (Send) stream trip the compiler's higher-ranked lifetime check.
-    let updates: Vec<(Arc<Node>, String, Networking)> = nodes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, node)| {
-            if node.cidrs.is_empty() {
-                return None;
-            }
-            let want = if failed.contains(&i) {
-                Networking::NoRouteCreated
-            } else if node
-                .cidrs
-                .iter()
-                .all(|c| routed.contains(&(node.name.clone(), *c)))
-            {
-                Networking::RouteCreated
-            } else {
-                return None;
-            };
-            Some((Arc::clone(&node.node), node.name.clone(), want))
-        })
-        .collect();
-    let events = &shared.ctx.events;
-    stream::iter(warnings)
-        .for_each_concurrent(
-            MAX_CONCURRENT_STATUS_PATCHES,
-            move |(reference, note)| async move {
-                events.warning(&reference, REASON_FAILED_TO_CREATE_ROUTE, note);
-            },
-        )
-        .await;
-    let api = &shared.nodes;
-    let patched = stream::iter(updates)
-        .map(move |(node, name, want)| async move {
-            let result = status::set_condition(api, &node, want).await;
-            (name, result)
-        })
-        .buffer_unordered(MAX_CONCURRENT_STATUS_PATCHES)
-        .collect::<Vec<_>>()
-        .await;
-    for (node, result) in patched {
-        match result {
-            Ok(ConditionUpdate::Unchanged) => {}
-            Ok(ConditionUpdate::Patched) => debug!(%node, "updated NetworkUnavailable"),
-            Ok(ConditionUpdate::Stale) => {
-                debug!(%node, "Node changed since cached; condition retried next round");
-                incomplete = true;
-            }
-            Err(e) => {
-                warn!(%node, error = %e, "could not update NetworkUnavailable");
-                incomplete = true;
-            }
-        }
-    }
-
-    RoundOutcome {
-        throttled: gate.retry_after(),
-        incomplete,
-    }
-}
-
-async fn run_deletes(
-    shared: &Shared,
-    routes: &dyn Routes,
-    gate: &ThrottleGate,
-    delete: Vec<Route>,
-) -> Vec<(Route, OpResult)> {
-    let cluster = shared.ctx.cluster_name.as_str();
-    stream::iter(delete)
-        .map(|route| async move {
-            let result = call(gate, routes.delete_route(cluster, &route)).await;
-            (route, result)
-        })
-        .buffer_unordered(shared.max_ops)
-        .collect()
-        .await
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The runtime every controller shares, written once: shared Node and Pod caches, controller wiring with one error
-//! policy, per-object backoff, Events and metrics.
+//! policy, per-object backoff, periodic passes, Events and metrics.
 
 mod backoff;
 mod cache;
@@ -7,6 +7,7 @@ mod controller;
 mod error;
 mod events;
 mod metrics;
+pub mod periodic;
 
 pub use backoff::PerObjectBackoff;
 pub use cache::{CacheSource, Cached, Changes, NodeCache, NodeChanges, PodCache, SharedCache};
@@ -14,5 +15,6 @@ pub use controller::{Reconciler, RunOptions, run};
 pub use error::{ErrorClass, ReconcileError};
 pub use events::EventPublisher;
 pub use metrics::{ControllerLabel, ReconcileLabels, RuntimeMetrics};
+pub use periodic::{PassOutcome, Periodic, PeriodicPass};
 /// The shutdown signal every controller and task takes (tokio-util's, re-exported so callers need no extra dependency).
 pub use tokio_util::sync::CancellationToken;
