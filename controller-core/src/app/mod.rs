@@ -23,7 +23,7 @@
 //! ```
 //!
 //! Why a feature of `controller-core` and not a crate of its own: the app is the manager's front end and shares its
-//! types ([`ControllerRegistry`], [`ManagedController`](crate::manager::ManagedController), the built-in
+//! types ([`ControllerRegistry`], [`ManagedController`], the built-in
 //! controllers' configs); a separate crate would re-export most of `controller-core` and version in lockstep with
 //! it. Library users who embed controllers in their own process leave the feature off and do not compile clap,
 //! axum or the rate limiter.
@@ -84,6 +84,7 @@ pub struct App {
     controllers: Vec<ControllerHook>,
     metrics: Vec<MetricsHook>,
     node_pool: NodePoolConfig,
+    after_help: Option<String>,
 }
 
 impl std::fmt::Debug for App {
@@ -115,6 +116,7 @@ impl App {
             controllers: Vec::new(),
             metrics: Vec::new(),
             node_pool: NodePoolConfig::default(),
+            after_help: None,
         }
     }
 
@@ -153,6 +155,12 @@ impl App {
         self
     }
 
+    /// Text `--help` prints after the flags (e.g. a binary's own print-and-exit options).
+    pub fn after_help(mut self, text: impl Into<String>) -> Self {
+        self.after_help = Some(text.into());
+        self
+    }
+
     /// Parses the process arguments, sets up logging, runs on a new tokio runtime, and returns the exit code:
     /// 0 after SIGTERM/Ctrl-C, 1 (with the error on stderr) otherwise.
     pub fn main(self) -> ExitCode {
@@ -165,11 +173,13 @@ impl App {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let command = Options::augment_args(
-            clap::Command::new(self.component)
-                .version(env!("CARGO_PKG_VERSION"))
-                .about("Runs the cloud-specific control loops of a Kubernetes cluster"),
-        );
+        let mut command = clap::Command::new(self.component)
+            .version(env!("CARGO_PKG_VERSION"))
+            .about("Runs the cloud-specific control loops of a Kubernetes cluster");
+        if let Some(text) = &self.after_help {
+            command = command.after_help(text.clone());
+        }
+        let command = Options::augment_args(command);
         let options = match command
             .try_get_matches_from(args)
             .and_then(|m| Options::from_arg_matches(&m))
@@ -284,8 +294,9 @@ impl App {
             .and_then(|r| r.register(route))
             .and_then(|r| r.register(NodePoolController::new(node_pool)))
             .map_err(registry_error)?;
-        for name in &self.default_on {
-            registry.set_enabled_by_default(name, true);
+        // The binary decides which built-in controllers `*` includes.
+        for name in registry.names() {
+            registry.set_enabled_by_default(name, self.default_on.contains(&name));
         }
         for register in self.controllers {
             register(&mut registry).map_err(registry_error)?;

@@ -26,7 +26,7 @@ pub enum RegistrationError {
 
 /// Why a `--controllers` value is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("--controllers: unknown controller {name:?}; known: {known}")]
+#[error("unknown controller {name:?}; known: {known}")]
 #[non_exhaustive]
 pub struct SelectionError {
     /// The unknown name.

@@ -214,7 +214,7 @@ impl ManagedController for NodePoolController {
 async fn check_crd(client: &kube::Client) -> Result<(), ControllerError> {
     let pools: Api<NodePool> = Api::all(client.clone());
     match pools.list_metadata(&ListParams::default().limit(1)).await {
-        Err(kube::Error::Api(status)) if status.is_not_found() => Err(ControllerError::startup(
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(ControllerError::startup(
             "the NodePool CRD (nodepools.kube-cloud-rs.dev) is not installed; install it with \
              `node-pool-controller --print-crd | kubectl apply -f -`",
         )),

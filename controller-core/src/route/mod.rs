@@ -81,7 +81,7 @@ const MAX_CONCURRENT_STATUS_PATCHES: usize = 16;
 #[non_exhaustive]
 pub struct RouteConfig {
     /// The cluster's pod address ranges (upstream `--cluster-cidr`, comma-separated, dual-stack allowed). Only
-    /// routes inside them are managed. Must not be empty: [`run`] refuses to start without them.
+    /// routes inside them are managed. Must not be empty: the [`RouteController`] does not start without them.
     pub cluster_cidrs: Vec<IpNet>,
     /// Safety resync: a full round at least this often (upstream `--route-reconciliation-period`, default 10s).
     pub reconciliation_period: Duration,

@@ -38,6 +38,9 @@ fn main() -> ExitCode {
     match kube_cloud_examples::provider_registry() {
         Ok(providers) => App::new(COMPONENT, 10270, providers)
             .enabled_by_default(&["node-pool"])
+            .after_help(
+                "Also: --print-crd prints the NodePool CustomResourceDefinition as YAML and exits.",
+            )
             .main(),
         Err(e) => exit(Err(AppError::Provider(e))),
     }
