@@ -149,6 +149,16 @@ pub enum Capability {
 }
 
 impl Capability {
+    /// Every capability.
+    pub const ALL: [Capability; 6] = [
+        Capability::Instances,
+        Capability::LoadBalancers,
+        Capability::Routes,
+        Capability::Zones,
+        Capability::Clusters,
+        Capability::NodeGroups,
+    ];
+
     /// The name used in logs and docs (`instances`, `load-balancers`, …).
     pub fn name(self) -> &'static str {
         match self {
@@ -172,10 +182,14 @@ impl fmt::Display for Capability {
 /// limits), for a provider that reads its settings or credentials from the cluster.
 ///
 /// ```
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// let client = kube::Client::try_default().await?;
-/// let ctx = cloudprovider_api::InitContext::new(client);
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A client connects on first use; the app passes its own (with its QPS limits).
+/// let client = kube::Client::try_from(kube::Config::new("https://127.0.0.1:6443".parse()?))?;
+/// let ctx = cloudprovider_api::InitContext::new(client.clone());
 /// assert_eq!(ctx.component(), "cloud-controller-manager");
+/// let ctx = cloudprovider_api::InitContext::new(client).with_component("node-pool-controller");
+/// assert_eq!(ctx.component(), "node-pool-controller");
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

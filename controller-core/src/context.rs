@@ -18,14 +18,18 @@ use crate::runtime::{CacheSource, EventPublisher, RuntimeMetrics};
 /// accessor returns [`Unsupported`], whose calls fail with `NotImplemented` (a clear error, never a panic).
 ///
 /// ```
-/// # use std::sync::Arc;
-/// # fn demo(client: kube::Client, provider: Arc<dyn cloudprovider_api::CloudProvider>) {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
 /// use controller_core::ControllerContext;
-/// use controller_core::runtime::{EventPublisher, RuntimeMetrics};
+/// use controller_core::runtime::EventPublisher;
+/// let client = kube::Client::try_from(kube::Config::new("https://127.0.0.1:6443".parse()?))?;
+/// let provider: Arc<dyn cloudprovider_api::CloudProvider> = Arc::new(provider_fake::FakeCloud::new());
 /// let events = EventPublisher::new(client.clone(), "my-cloud-controller-manager", None);
 /// let ctx = ControllerContext::new(client, provider, events).with_cluster_name("prod-eu");
 /// assert_eq!(ctx.cluster_name, "prod-eu");
-/// # }
+/// assert_eq!(ctx.provider.provider_name(), "fake");
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 #[non_exhaustive]

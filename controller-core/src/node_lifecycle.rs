@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use cloudprovider_api::{Capability, CloudProvider, InstanceState, Unsupported};
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::Store;
@@ -38,7 +37,6 @@ use serde_json::json;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::cloud_node::has_uninitialized_taint;
-use crate::manager::{ControllerError, ManagedController, SharedCaches};
 use crate::runtime::{CancellationToken, EventPublisher, PassOutcome, Periodic, PeriodicPass};
 use crate::{ControllerContext, NodeSource};
 
@@ -123,45 +121,10 @@ impl NodeLifecycleMetrics {
     }
 }
 
-/// The cloud-node-lifecycle controller as a [`ManagedController`]: `cloud-node-lifecycle` (alias `cloud-node-lifecycle-controller`), needs instances.
-#[derive(Clone, Debug)]
-pub struct NodeLifecycleController {
-    config: NodeLifecycleConfig,
-}
-
-impl NodeLifecycleController {
-    /// The controller with these settings.
-    pub fn new(config: NodeLifecycleConfig) -> Self {
-        Self { config }
-    }
-}
-
-impl ManagedController for NodeLifecycleController {
-    fn name(&self) -> &'static str {
-        "cloud-node-lifecycle"
-    }
-
-    fn aliases(&self) -> &'static [&'static str] {
-        &["cloud-node-lifecycle-controller"]
-    }
-
-    fn required_capabilities(&self) -> &'static [Capability] {
-        &[Capability::Instances]
-    }
-
-    fn run(
-        &self,
-        ctx: ControllerContext,
-        caches: SharedCaches,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, Result<(), ControllerError>> {
-        let nodes = caches.nodes();
-        let config = self.config.clone();
-        Box::pin(async move {
-            run(ctx, nodes, config, shutdown).await;
-            Ok(())
-        })
-    }
+crate::manager::node_cache_controller! {
+    /// The cloud-node-lifecycle controller as a [`ManagedController`](crate::manager::ManagedController): `cloud-node-lifecycle` (alias
+    /// `cloud-node-lifecycle-controller`), needs instances.
+    NodeLifecycleController(NodeLifecycleConfig) = "cloud-node-lifecycle", aliases ["cloud-node-lifecycle-controller"], needs Capability::Instances, runs run
 }
 
 /// Runs the cloud-node-lifecycle controller until `shutdown` fires: a [`Periodic`] pass every monitor period.

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cloudprovider_api::{
-    CloudProvider, CloudResult, Clusters, Instances, LoadBalancers, NodeGroups, Routes, Zones,
-    default_load_balancer_name,
+    Capability, CloudProvider, CloudResult, Clusters, Instances, LoadBalancers, NodeGroups, Routes,
+    Zones, default_load_balancer_name,
 };
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
@@ -35,37 +35,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A capability that can be switched off with [`FakeCloud::set_capability`] (its accessor then returns `None`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Capability {
-    /// [`CloudProvider::instances`]
-    Instances,
-    /// [`CloudProvider::load_balancers`]
-    LoadBalancers,
-    /// [`CloudProvider::routes`]
-    Routes,
-    /// [`CloudProvider::zones`]
-    Zones,
-    /// [`CloudProvider::clusters`]
-    Clusters,
-    /// [`CloudProvider::node_groups`]
-    NodeGroups,
-}
-
-impl Capability {
-    /// Every capability.
-    pub const ALL: [Capability; 6] = [
-        Capability::Instances,
-        Capability::LoadBalancers,
-        Capability::Routes,
-        Capability::Zones,
-        Capability::Clusters,
-        Capability::NodeGroups,
-    ];
-
-    fn index(self) -> usize {
-        self as usize
-    }
+/// The position of a capability in [`Capability::ALL`], the index of its switch.
+fn index(capability: Capability) -> usize {
+    Capability::ALL
+        .iter()
+        .position(|c| *c == capability)
+        .unwrap_or(0)
 }
 
 /// Values fixed at construction.
@@ -206,12 +181,12 @@ impl FakeCloud {
     /// Switches a capability on or off. Off, its accessor on [`CloudProvider`] returns `None`, so controllers see
     /// it as unsupported. Calling the trait methods directly on the `FakeCloud` still works.
     pub fn set_capability(&self, capability: Capability, enabled: bool) {
-        self.inner.capabilities[capability.index()].store(enabled, Ordering::SeqCst);
+        self.inner.capabilities[index(capability)].store(enabled, Ordering::SeqCst);
     }
 
     /// Whether a capability is on.
     pub fn capability_enabled(&self, capability: Capability) -> bool {
-        self.inner.capabilities[capability.index()].load(Ordering::SeqCst)
+        self.inner.capabilities[index(capability)].load(Ordering::SeqCst)
     }
 
     /// The capabilities that are on.

@@ -93,7 +93,9 @@ mod pods;
 mod state;
 
 pub use calls::{Call, CallOutcome};
-pub use cloud::{Capability, FakeCloud};
+pub use cloud::FakeCloud;
+/// A capability that can be switched off with [`FakeCloud::set_capability`] (its accessor then returns `None`).
+pub use cloudprovider_api::Capability;
 pub use config::{CapabilitySwitches, FakeConfig, LatencyConfig, register, register_with};
 pub use error::FakeError;
 pub use faults::{FaultKind, RateLimit};

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudprovider_api::{Capability, CloudError, CloudProvider, Instances, Unsupported};
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -38,7 +37,6 @@ use tracing::{debug, info};
 
 pub use addresses::PROVIDED_NODE_IP_ANNOTATION;
 
-use crate::manager::{ControllerError, ManagedController, SharedCaches};
 use crate::runtime::{
     self, CancellationToken, EventPublisher, ReconcileError, Reconciler, RunOptions,
 };
@@ -121,45 +119,10 @@ impl CloudNodeMetrics {
     }
 }
 
-/// The cloud-node controller as a [`ManagedController`]: `cloud-node` (alias `cloud-node-controller`), needs instances.
-#[derive(Clone, Debug)]
-pub struct CloudNodeController {
-    config: CloudNodeConfig,
-}
-
-impl CloudNodeController {
-    /// The controller with these settings.
-    pub fn new(config: CloudNodeConfig) -> Self {
-        Self { config }
-    }
-}
-
-impl ManagedController for CloudNodeController {
-    fn name(&self) -> &'static str {
-        "cloud-node"
-    }
-
-    fn aliases(&self) -> &'static [&'static str] {
-        &["cloud-node-controller"]
-    }
-
-    fn required_capabilities(&self) -> &'static [Capability] {
-        &[Capability::Instances]
-    }
-
-    fn run(
-        &self,
-        ctx: ControllerContext,
-        caches: SharedCaches,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, Result<(), ControllerError>> {
-        let nodes = caches.nodes();
-        let config = self.config.clone();
-        Box::pin(async move {
-            run(ctx, nodes, config, shutdown).await;
-            Ok(())
-        })
-    }
+crate::manager::node_cache_controller! {
+    /// The cloud-node controller as a [`ManagedController`](crate::manager::ManagedController): `cloud-node` (alias
+    /// `cloud-node-controller`), needs instances.
+    CloudNodeController(CloudNodeConfig) = "cloud-node", aliases ["cloud-node-controller"], needs Capability::Instances, runs run
 }
 
 /// Runs the cloud-node controller over the shared Node cache until `shutdown` fires.

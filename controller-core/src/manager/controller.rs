@@ -111,3 +111,54 @@ impl ControllerError {
         Self::Startup(message.into())
     }
 }
+
+/// Defines a built-in controller that runs one loop over the shared Node cache with a config: its struct, `new`, and
+/// the [`ManagedController`] impl (name, aliases, required capability; `run` hands the loop a Node subscription).
+macro_rules! node_cache_controller {
+    (
+        $(#[$doc:meta])*
+        $ty:ident($config:ty) = $name:literal, aliases [$($alias:literal),*], needs $cap:expr, runs $run:path
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug)]
+        pub struct $ty {
+            config: $config,
+        }
+
+        impl $ty {
+            /// The controller with these settings.
+            pub fn new(config: $config) -> Self {
+                Self { config }
+            }
+        }
+
+        impl $crate::manager::ManagedController for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn aliases(&self) -> &'static [&'static str] {
+                &[$($alias),*]
+            }
+
+            fn required_capabilities(&self) -> &'static [cloudprovider_api::Capability] {
+                &[$cap]
+            }
+
+            fn run(
+                &self,
+                ctx: $crate::ControllerContext,
+                caches: $crate::manager::SharedCaches,
+                shutdown: $crate::runtime::CancellationToken,
+            ) -> futures::future::BoxFuture<'static, Result<(), $crate::manager::ControllerError>> {
+                let nodes = caches.nodes();
+                let config = self.config.clone();
+                Box::pin(async move {
+                    $run(ctx, nodes, config, shutdown).await;
+                    Ok(())
+                })
+            }
+        }
+    };
+}
+pub(crate) use node_cache_controller;

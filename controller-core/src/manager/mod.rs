@@ -21,6 +21,7 @@ use lease_election::{Ended, LeaderElector, Leadership};
 use tracing::{Instrument, error, info, info_span, warn};
 
 pub use caches::SharedCaches;
+pub(crate) use controller::node_cache_controller;
 pub use controller::{ControllerError, ManagedController};
 pub use registry::{ControllerRegistry, ControllerSelection, RegistrationError, SelectionError};
 

@@ -55,6 +55,7 @@ mod reconcile;
 mod resources;
 mod scale_up;
 mod status;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,17 +1,15 @@
-//! One reconcile of a pool: cleanup, registration, scale up, scale down, status (see the module docs).
+//! The writing steps of a pool's reconcile (register, launch, remove, status) and the reconciler's memory; the
+//! order of the steps is in [`sync`](super::sync).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudprovider_api::{
-    CloudError, CloudInstance, CloudInstanceState, NodeGroups, node_provider_id,
-};
+use cloudprovider_api::{CloudError, CloudInstance, NodeGroups, node_provider_id};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -19,19 +17,18 @@ use tracing::{debug, info, warn};
 
 use super::crd::{NodePool, PoolNodeStatus, ScalingDecision};
 use super::lifecycle::{
-    Failure, Member, Phase, accepts_pods, blocks_removal, bound_node, elapsed, registration_patch,
+    Failure, Member, Phase, accepts_pods, blocks_removal, elapsed, registration_patch,
 };
 use super::resources::{Resources, node_allocatable, pod_requests};
-use super::scale_up::{NodeShape, fits_shape, is_unschedulable, plan};
-use super::status::{self, Observed};
+use super::scale_up::{NodeShape, fits_shape};
 use super::{Batch, CONTROLLER_NAME, PoolReconciler, reasons};
 use crate::runtime::ReconcileError;
 
 /// The earliest time the pool needs another look.
-struct NextLook(Duration);
+pub(super) struct NextLook(pub(super) Duration);
 
 impl NextLook {
-    fn at_most(&mut self, d: Duration) {
+    pub(super) fn at_most(&mut self, d: Duration) {
         self.0 = self.0.min(d.max(Duration::from_millis(100)));
     }
 }
@@ -52,7 +49,7 @@ fn is_not_found(e: &kube::Error) -> bool {
 }
 
 /// A provider error about the pool's group; an unknown group is the user's to fix.
-fn group_error(op: &'static str, group: &str, e: CloudError) -> ReconcileError {
+pub(super) fn group_error(op: &'static str, group: &str, e: CloudError) -> ReconcileError {
     if e.is_not_found() {
         ReconcileError::invalid(
             "spec.nodeGroup",
@@ -64,227 +61,7 @@ fn group_error(op: &'static str, group: &str, e: CloudError) -> ReconcileError {
 }
 
 impl PoolReconciler {
-    pub(super) async fn sync(&self, pool: &NodePool) -> Result<Action, ReconcileError> {
-        let name = pool.name_any();
-        let spec = &pool.spec;
-        if let Err(e) = spec.validate() {
-            self.metrics.decision(&name, "invalid_spec", 0);
-            self.write_status(pool, status::invalid(pool, &e, status::now()))
-                .await?;
-            return Err(ReconcileError::invalid(e.field, e.message));
-        }
-        let Some(groups) = self.provider.node_groups() else {
-            return Err(ReconcileError::cloud(
-                "NodeGroups",
-                CloudError::NotImplemented("node groups"),
-            ));
-        };
-        if !self.caches_ready().await {
-            return Ok(Action::requeue(self.config.poll_interval));
-        }
-        let group = spec.node_group.as_str();
-        let instances = groups
-            .instances(group)
-            .await
-            .map_err(|e| group_error("NodeGroupInstances", group, e))?;
-        let template = groups
-            .template_node(group)
-            .await
-            .map_err(|e| group_error("TemplateNode", group, e))?;
-        let shape = NodeShape::for_pool(&template, spec, &name);
-        self.with_memory(&name, |m| m.shape = Some(shape.clone()));
-        let now = status::now();
-        let mut next = NextLook(self.config.resync_interval);
-        let mut status_nodes = Vec::new();
-        let mut scale_down = None;
-
-        // Cleanup of failed and timed-out instances.
-        let mut live = Vec::new();
-        for member in self.members(pool, &instances, now) {
-            match member.check(spec, now) {
-                Err(failure) => {
-                    if self.remove_failed(pool, groups, &member, &failure).await {
-                        scale_down = Some(decision(
-                            1,
-                            format!("{}: {}", failure.reason(), member.provider_id),
-                            now,
-                        ));
-                    }
-                }
-                Ok(deadline) => {
-                    if let Some(d) = deadline {
-                        next.at_most(d);
-                    }
-                    if member.state == CloudInstanceState::Deleting {
-                        status_nodes.push(entry(&member, Phase::Deleting));
-                    } else {
-                        live.push(member);
-                    }
-                }
-            }
-        }
-
-        // Registration: labels and taints from the pool; phase transitions announced once.
-        for member in &live {
-            if let Some(node) = &member.node {
-                self.register(pool, member, node).await?;
-            }
-            self.announce(pool, member, now).await;
-            if matches!(member.phase(), Phase::Launching | Phase::Registered) {
-                next.at_most(self.config.poll_interval);
-            }
-        }
-
-        // Scale up.
-        let pods = self.pods.state();
-        let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
-        for pod in &pods {
-            if let Some(node) = bound_node(pod) {
-                by_node.entry(node).or_default().push(pod);
-            }
-        }
-        let pending: Vec<&Arc<Pod>> = pods
-            .iter()
-            .filter(|p| is_unschedulable(p) && fits_shape(p, &shape).is_ok())
-            .filter(|p| self.counts_for(&name, p))
-            .collect();
-        let requests: Vec<Resources> = pending.iter().map(|p| pod_requests(p)).collect();
-        let room: Vec<Resources> = live
-            .iter()
-            .map(|m| free_room(m, &shape, &by_node))
-            .collect();
-        let live_count = u32::try_from(live.len()).unwrap_or(u32::MAX);
-        let max_new = spec.max_nodes.saturating_sub(live_count);
-        let placement = plan(&requests, &room, &shape.allocatable, max_new);
-        let pending_ids: BTreeSet<String> = pending.iter().map(|p| pod_key(p)).collect();
-        let mut launch = 0;
-        if placement.new_nodes > 0 {
-            match self.batch_wait(&name, pending_ids) {
-                Some(wait) => next.at_most(wait),
-                None => launch = placement.new_nodes,
-            }
-        } else {
-            self.with_memory(&name, |m| m.batch = None);
-        }
-        let below_min = spec.min_nodes.saturating_sub(live_count);
-        // Announced when the number of pods left out changes, not on every reconcile.
-        let left_out = (placement.unplaced > 0 && placement.new_nodes == max_new)
-            .then_some(placement.unplaced);
-        let changed = self.with_memory(&name, |m| {
-            std::mem::replace(&mut m.left_out_at_max, left_out) != left_out
-        });
-        if left_out.is_some() && changed {
-            self.metrics.decision(&name, "max_nodes_reached", 0);
-            self.events.normal(
-                &pool.object_ref(&()),
-                reasons::NOT_TRIGGER_SCALE_UP,
-                format!(
-                    "{} pending pod(s) would fit but the pool is at spec.maxNodes {}",
-                    placement.unplaced, spec.max_nodes
-                ),
-            );
-        }
-        let mut scale_up = None;
-        let launch = launch.max(below_min);
-        if launch > 0 {
-            let why = if placement.new_nodes >= launch {
-                format!(
-                    "{} pending pod(s): {} on nodes already there or launching, {} on new ones",
-                    pending.len(),
-                    placement.on_existing,
-                    placement.on_new
-                )
-            } else {
-                format!("below spec.minNodes {}", spec.min_nodes)
-            };
-            let launched = self
-                .scale_up(pool, groups, &instances, launch, &why, now)
-                .await?;
-            for provider_id in launched {
-                status_nodes.push(PoolNodeStatus {
-                    provider_id,
-                    node_name: None,
-                    phase: Phase::Launching.as_str().to_owned(),
-                    launched_at: Time(now),
-                });
-            }
-            scale_up = Some(decision(launch, why, now));
-            next.at_most(self.config.poll_interval);
-        }
-
-        // Scale down: empty, ready, not needed by a pending pod, above the minimum.
-        let mut remaining = live_count + launch;
-        let delay = spec.empty_node_delay();
-        let mut removed = BTreeSet::new();
-        for (i, member) in live.iter().enumerate() {
-            let Some(node) = member
-                .node
-                .as_ref()
-                .filter(|_| member.phase() == Phase::Ready)
-            else {
-                continue;
-            };
-            let key = (node.name_any(), node.uid().unwrap_or_default());
-            let busy = by_node
-                .get(node.name_any().as_str())
-                .is_some_and(|pods| pods.iter().any(|p| blocks_removal(p)));
-            if busy || placement.existing_used.get(i).copied().unwrap_or(false) {
-                self.with_memory(&name, |m| m.empty_since.remove(&key));
-                continue;
-            }
-            let since = self.with_memory(&name, |m| {
-                *m.empty_since
-                    .entry(key.clone())
-                    .or_insert_with(tokio::time::Instant::now)
-            });
-            let waited = since.elapsed();
-            if waited < delay {
-                next.at_most(delay - waited);
-                continue;
-            }
-            if remaining <= spec.min_nodes {
-                continue;
-            }
-            if self
-                .remove_empty(pool, groups, member, node, waited)
-                .await?
-            {
-                remaining -= 1;
-                removed.insert(member.provider_id.clone());
-                self.with_memory(&name, |m| m.empty_since.remove(&key));
-                scale_down = Some(decision(
-                    1,
-                    format!("empty node {} removed", node.name_any()),
-                    now,
-                ));
-            }
-        }
-
-        for member in &live {
-            let phase = if removed.contains(&member.provider_id) {
-                Phase::Deleting
-            } else {
-                member.phase()
-            };
-            status_nodes.push(entry(member, phase));
-        }
-        let observed = Observed {
-            nodes: status_nodes,
-            scale_up,
-            scale_down,
-        };
-        let new_status = status::observed(pool, observed, now);
-        self.metrics.set_nodes(
-            &name,
-            new_status.desired_nodes,
-            new_status.launching_nodes,
-            new_status.ready_nodes,
-        );
-        self.write_status(pool, new_status).await?;
-        Ok(Action::requeue(next.0))
-    }
-
-    async fn caches_ready(&self) -> bool {
+    pub(super) async fn caches_ready(&self) -> bool {
         let ready = async {
             self.pods.wait_until_ready().await.is_ok()
                 && self.nodes.wait_until_ready().await.is_ok()
@@ -294,13 +71,22 @@ impl PoolReconciler {
             .unwrap_or(false)
     }
 
-    fn with_memory<T>(&self, pool: &str, f: impl FnOnce(&mut super::PoolMemory) -> T) -> T {
+    pub(super) fn with_memory<T>(
+        &self,
+        pool: &str,
+        f: impl FnOnce(&mut super::PoolMemory) -> T,
+    ) -> T {
         let mut memory = self.memory.lock();
         f(memory.entry(pool.to_owned()).or_default())
     }
 
     /// The group's instances with their Nodes (matched by providerID) and launch times; also remembers the shape.
-    fn members(&self, pool: &NodePool, instances: &[CloudInstance], now: Timestamp) -> Vec<Member> {
+    pub(super) fn members(
+        &self,
+        pool: &NodePool,
+        instances: &[CloudInstance],
+        now: Timestamp,
+    ) -> Vec<Member> {
         let name = pool.name_any();
         let nodes: BTreeMap<String, Arc<Node>> = self
             .nodes
@@ -346,7 +132,7 @@ impl PoolReconciler {
     }
 
     /// Whether a pending pod that fits this pool counts for it: not if a pool earlier by name fits it too.
-    fn counts_for(&self, pool: &str, pod: &Pod) -> bool {
+    pub(super) fn counts_for(&self, pool: &str, pod: &Pod) -> bool {
         let memory = self.memory.lock();
         !memory.iter().any(|(other, m)| {
             other.as_str() < pool
@@ -356,7 +142,7 @@ impl PoolReconciler {
     }
 
     /// `None` when the batch of pending pods is ready to launch for, else how long to wait.
-    fn batch_wait(&self, pool: &str, pods: BTreeSet<String>) -> Option<Duration> {
+    pub(super) fn batch_wait(&self, pool: &str, pods: BTreeSet<String>) -> Option<Duration> {
         let (idle, max) = (self.config.batch_idle, self.config.batch_max);
         self.with_memory(pool, |m| {
             let now = tokio::time::Instant::now();
@@ -380,7 +166,7 @@ impl PoolReconciler {
         })
     }
 
-    async fn write_status(
+    pub(super) async fn write_status(
         &self,
         pool: &NodePool,
         status: super::NodePoolStatus,
@@ -401,7 +187,7 @@ impl PoolReconciler {
 
     /// Gives a registered Node the pool's labels and taints. A conflict is left to the next reconcile (the Node's
     /// change triggers one).
-    async fn register(
+    pub(super) async fn register(
         &self,
         pool: &NodePool,
         member: &Member,
@@ -437,7 +223,7 @@ impl PoolReconciler {
     }
 
     /// Announces a member becoming initialized and Ready (once), with its launch-to-ready time.
-    async fn announce(&self, pool: &NodePool, member: &Member, now: Timestamp) {
+    pub(super) async fn announce(&self, pool: &NodePool, member: &Member, now: Timestamp) {
         let name = pool.name_any();
         let phase = member.phase();
         let previous = self.with_memory(&name, |m| {
@@ -464,7 +250,7 @@ impl PoolReconciler {
     }
 
     /// Launches `count` instances; returns the new provider IDs it could see.
-    async fn scale_up(
+    pub(super) async fn scale_up(
         &self,
         pool: &NodePool,
         groups: &dyn NodeGroups,
@@ -508,7 +294,7 @@ impl PoolReconciler {
     }
 
     /// Deletes a failed or timed-out instance and its Node. Returns whether the instance is gone.
-    async fn remove_failed(
+    pub(super) async fn remove_failed(
         &self,
         pool: &NodePool,
         groups: &dyn NodeGroups,
@@ -572,7 +358,7 @@ impl PoolReconciler {
     }
 
     /// Cordons an empty node, checks it is still empty, deletes it and terminates its instance.
-    async fn remove_empty(
+    pub(super) async fn remove_empty(
         &self,
         pool: &NodePool,
         groups: &dyn NodeGroups,
@@ -648,7 +434,11 @@ impl PoolReconciler {
 
 /// What is left on a member for pending pods: its Node's allocatable (the template's until it registers) minus the
 /// requests of pods bound to it.
-fn free_room(member: &Member, shape: &NodeShape, by_node: &BTreeMap<&str, Vec<&Pod>>) -> Resources {
+pub(super) fn free_room(
+    member: &Member,
+    shape: &NodeShape,
+    by_node: &BTreeMap<&str, Vec<&Pod>>,
+) -> Resources {
     let Some(node) = &member.node else {
         return shape.allocatable.clone();
     };
@@ -668,12 +458,12 @@ fn free_room(member: &Member, shape: &NodeShape, by_node: &BTreeMap<&str, Vec<&P
     room
 }
 
-fn pod_key(pod: &Pod) -> String {
+pub(super) fn pod_key(pod: &Pod) -> String {
     pod.uid()
         .unwrap_or_else(|| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()))
 }
 
-fn entry(member: &Member, phase: Phase) -> PoolNodeStatus {
+pub(super) fn entry(member: &Member, phase: Phase) -> PoolNodeStatus {
     PoolNodeStatus {
         provider_id: member.provider_id.clone(),
         node_name: member.node.as_ref().map(|n| n.name_any()),
@@ -682,7 +472,7 @@ fn entry(member: &Member, phase: Phase) -> PoolNodeStatus {
     }
 }
 
-fn decision(nodes: u32, message: String, now: Timestamp) -> ScalingDecision {
+pub(super) fn decision(nodes: u32, message: String, now: Timestamp) -> ScalingDecision {
     ScalingDecision {
         time: Time(now),
         nodes,

@@ -1,5 +1,6 @@
-//! The wiring every controller shares: kube-runtime's `Controller` driven with one error policy, Warning Events,
-//! metrics and a tracing span per object.
+//! The wiring every kube-runtime controller shares (cloud-node, service, node-pool, virtual-node pods, and a
+//! provider's own): one error policy, Warning Events, metrics and a tracing span per object. The periodic loops
+//! (node-lifecycle, route) share [`periodic`](super::periodic) instead, with the same metrics.
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -8,11 +8,13 @@
 //! * Cleans up (deletes the load balancer, empties the status, removes the finalizer) when a Service carrying
 //!   the finalizer is deleted or stops being one we serve.
 //! * Target Nodes follow upstream exactly ([`is_load_balancer_target`]); readiness is not a filter.
-//! * A change of the target node set updates the hosts of every affected load balancer at once, through the
-//!   controller's own queue (so `workers` bounds the parallelism and a Service is never synced twice at a time):
-//!   the set is recomputed on every Node change, and when it differs every Service is triggered; each reconcile
-//!   compares what it last applied (in memory) and calls `update_load_balancer` only if the hosts differ, or
-//!   `ensure_load_balancer` if the Service itself changed (see [`ServiceConfig`] for the resync periods).
+//! * A change of the target node set updates the hosts of the affected load balancers through the controller's
+//!   own queue, `workers` at a time (default 1, upstream's `--concurrent-service-syncs`; a Service is never synced
+//!   twice at a time): the set is recomputed on every Node change, and when it differs only the load-balancer
+//!   Services whose recorded hosts are stale are re-queued (kube-runtime's `reconcile_on`; ClusterIP and NodePort
+//!   Services never are). Each reconcile compares what it last applied (in memory) and calls
+//!   `update_load_balancer` only if the hosts differ, or `ensure_load_balancer` if the Service itself changed (see
+//!   [`ServiceConfig`] for the resync periods).
 //! * The provider answering "implemented elsewhere" leaves the Service alone: no status, no event after the
 //!   first `EnsuringLoadBalancer`, and our finalizer is taken off again if no load balancer of ours exists.
 
@@ -26,7 +28,6 @@ use std::time::Duration;
 
 use cloudprovider_api::Capability;
 use futures::channel::mpsc;
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use kube::api::Api;
 use kube::runtime::controller::Controller;
@@ -40,7 +41,6 @@ pub use target_nodes::{
     is_load_balancer_target,
 };
 
-use crate::manager::{ControllerError, ManagedController, SharedCaches};
 use crate::runtime::{self, CancellationToken, RunOptions};
 use crate::{ControllerContext, NodeSource};
 use reconcile::{ServiceReconciler, Shared};
@@ -98,45 +98,10 @@ impl Default for ServiceConfig {
     }
 }
 
-/// The service controller as a [`ManagedController`]: `service` (alias `service-lb-controller`, `service-controller`), needs load balancers.
-#[derive(Clone, Debug)]
-pub struct ServiceController {
-    config: ServiceConfig,
-}
-
-impl ServiceController {
-    /// The controller with these settings.
-    pub fn new(config: ServiceConfig) -> Self {
-        Self { config }
-    }
-}
-
-impl ManagedController for ServiceController {
-    fn name(&self) -> &'static str {
-        "service"
-    }
-
-    fn aliases(&self) -> &'static [&'static str] {
-        &["service-lb-controller", "service-controller"]
-    }
-
-    fn required_capabilities(&self) -> &'static [Capability] {
-        &[Capability::LoadBalancers]
-    }
-
-    fn run(
-        &self,
-        ctx: ControllerContext,
-        caches: SharedCaches,
-        shutdown: CancellationToken,
-    ) -> BoxFuture<'static, Result<(), ControllerError>> {
-        let nodes = caches.nodes();
-        let config = self.config.clone();
-        Box::pin(async move {
-            run(ctx, nodes, config, shutdown).await;
-            Ok(())
-        })
-    }
+crate::manager::node_cache_controller! {
+    /// The service controller as a [`ManagedController`](crate::manager::ManagedController): `service` (alias
+    /// `service-lb-controller`, `service-controller`), needs loadbalancers.
+    ServiceController(ServiceConfig) = "service", aliases ["service-lb-controller", "service-controller"], needs Capability::LoadBalancers, runs run
 }
 
 /// Runs the service controller until `shutdown` fires.

@@ -4,12 +4,14 @@
 //! controllers for it and skips load balancers and routes. Built step by step in `docs/writing-a-provider.md`.
 //!
 //! ```
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut registry = cloudprovider_api::ProviderRegistry::new();
 //! minimal_provider::register(&mut registry)?;
 //! let config = "machines:\n  - { name: rack1-u07, address: 10.1.0.7, rack: rack1 }";
 //! let provider = registry.build_from_str("inventory", Some(config)).await?.ok_or("no provider")?;
 //! assert!(provider.capabilities().instances);
+//! assert!(!provider.capabilities().load_balancers);
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]

@@ -1,0 +1,362 @@
+//! One reconcile of a pool, step by step as the module docs list them: spec check, cleanup, registration, scale
+//! up, scale down, status. [`PoolReconciler::sync`] runs the steps in order on one [`Round`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use cloudprovider_api::{CloudInstance, CloudInstanceState, NodeGroups, Unsupported};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::crd::{NodePool, PoolNodeStatus, ScalingDecision};
+use super::lifecycle::{Member, Phase, blocks_removal, bound_node};
+use super::reconcile::{NextLook, decision, entry, free_room, group_error, pod_key};
+use super::resources::{Resources, pod_requests};
+use super::scale_up::{NodeShape, Plan as Placement, fits_shape, is_unschedulable, plan};
+use super::status::{self, Observed};
+use super::{PoolReconciler, reasons};
+use crate::runtime::ReconcileError;
+
+/// What one reconcile of a pool reads once and accumulates as its steps run.
+struct Round<'a> {
+    pool: &'a NodePool,
+    name: String,
+    groups: &'a dyn NodeGroups,
+    instances: Vec<CloudInstance>,
+    shape: NodeShape,
+    now: Timestamp,
+    next: NextLook,
+    status_nodes: Vec<PoolNodeStatus>,
+    scale_up: Option<ScalingDecision>,
+    scale_down: Option<ScalingDecision>,
+}
+
+/// The cluster's pods as the scale steps need them.
+struct PodView<'p> {
+    /// Pods bound to each node, by node name.
+    by_node: BTreeMap<&'p str, Vec<&'p Pod>>,
+    /// Unschedulable pods that would fit the pool's node and count for this pool.
+    pending: Vec<&'p Arc<Pod>>,
+}
+
+impl PoolReconciler {
+    /// Spec check, then one [`Round`] of cleanup, registration, scale up, scale down and status.
+    pub(super) async fn sync(&self, pool: &NodePool) -> Result<Action, ReconcileError> {
+        self.check_spec(pool).await?;
+        if !self.caches_ready().await {
+            return Ok(Action::requeue(self.config.poll_interval));
+        }
+        let mut round = self.snapshot(pool).await?;
+        let live = self.cleanup(&mut round).await;
+        self.registration(&mut round, &live).await?;
+        let pods = self.pods.state();
+        let view = self.pod_view(&round, &pods);
+        let live_count = u32::try_from(live.len()).unwrap_or(u32::MAX);
+        let placement = self.placement(&round, &live, &view, live_count);
+        let launched = self
+            .scale_up_step(&mut round, &view, &placement, live_count)
+            .await?;
+        let removed = self
+            .scale_down_step(&mut round, &live, &view, &placement, live_count + launched)
+            .await?;
+        self.status_step(round, &live, &removed).await
+    }
+
+    /// Step 1: what the schema cannot say. An invalid spec is reported in the status and as a Warning Event.
+    async fn check_spec(&self, pool: &NodePool) -> Result<(), ReconcileError> {
+        if let Err(e) = pool.spec.validate() {
+            let name = pool.name_any();
+            self.metrics.decision(&name, "invalid_spec", 0);
+            self.write_status(pool, status::invalid(pool, &e, status::now()))
+                .await?;
+            return Err(ReconcileError::invalid(e.field, e.message));
+        }
+        Ok(())
+    }
+
+    /// The group's instances and template node, read once per reconcile.
+    async fn snapshot<'a>(&'a self, pool: &'a NodePool) -> Result<Round<'a>, ReconcileError> {
+        let name = pool.name_any();
+        // The manager starts this controller only for providers with node groups.
+        let groups = self.provider.node_groups().unwrap_or(&Unsupported);
+        let group = pool.spec.node_group.as_str();
+        let instances = groups
+            .instances(group)
+            .await
+            .map_err(|e| group_error("NodeGroupInstances", group, e))?;
+        let template = groups
+            .template_node(group)
+            .await
+            .map_err(|e| group_error("TemplateNode", group, e))?;
+        let shape = NodeShape::for_pool(&template, &pool.spec, &name);
+        self.with_memory(&name, |m| m.shape = Some(shape.clone()));
+        Ok(Round {
+            pool,
+            name,
+            groups,
+            instances,
+            shape,
+            now: status::now(),
+            next: NextLook(self.config.resync_interval),
+            status_nodes: Vec::new(),
+            scale_up: None,
+            scale_down: None,
+        })
+    }
+
+    /// Step 2: failed and timed-out instances are removed; returns the live members (not failed, not deleting).
+    async fn cleanup(&self, round: &mut Round<'_>) -> Vec<Member> {
+        let mut live = Vec::new();
+        for member in self.members(round.pool, &round.instances, round.now) {
+            match member.check(&round.pool.spec, round.now) {
+                Err(failure) => {
+                    if self
+                        .remove_failed(round.pool, round.groups, &member, &failure)
+                        .await
+                    {
+                        round.scale_down = Some(decision(
+                            1,
+                            format!("{}: {}", failure.reason(), member.provider_id),
+                            round.now,
+                        ));
+                    }
+                }
+                Ok(deadline) => {
+                    if let Some(d) = deadline {
+                        round.next.at_most(d);
+                    }
+                    if member.state == CloudInstanceState::Deleting {
+                        round.status_nodes.push(entry(&member, Phase::Deleting));
+                    } else {
+                        live.push(member);
+                    }
+                }
+            }
+        }
+        live
+    }
+
+    /// Step 3: registered Nodes get the pool's labels and taints; phase transitions are announced once.
+    async fn registration(
+        &self,
+        round: &mut Round<'_>,
+        live: &[Member],
+    ) -> Result<(), ReconcileError> {
+        for member in live {
+            if let Some(node) = &member.node {
+                self.register(round.pool, member, node).await?;
+            }
+            self.announce(round.pool, member, round.now).await;
+            if matches!(member.phase(), Phase::Launching | Phase::Registered) {
+                round.next.at_most(self.config.poll_interval);
+            }
+        }
+        Ok(())
+    }
+
+    fn pod_view<'p>(&self, round: &Round<'_>, pods: &'p [Arc<Pod>]) -> PodView<'p> {
+        let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+        for pod in pods {
+            if let Some(node) = bound_node(pod) {
+                by_node.entry(node).or_default().push(pod);
+            }
+        }
+        let pending = pods
+            .iter()
+            .filter(|p| is_unschedulable(p) && fits_shape(p, &round.shape).is_ok())
+            .filter(|p| self.counts_for(&round.name, p))
+            .collect();
+        PodView { by_node, pending }
+    }
+
+    /// The pending pods bin-packed onto the free room of the live nodes (launching ones included), then new nodes
+    /// up to `maxNodes`.
+    fn placement(
+        &self,
+        round: &Round<'_>,
+        live: &[Member],
+        view: &PodView<'_>,
+        live_count: u32,
+    ) -> Placement {
+        let requests: Vec<Resources> = view.pending.iter().map(|p| pod_requests(p)).collect();
+        let room: Vec<Resources> = live
+            .iter()
+            .map(|m| free_room(m, &round.shape, &view.by_node))
+            .collect();
+        let max_new = round.pool.spec.max_nodes.saturating_sub(live_count);
+        plan(&requests, &room, &round.shape.allocatable, max_new)
+    }
+
+    /// Step 4: launches what the placement needs once the batch of pending pods has settled (or what `minNodes`
+    /// needs); returns how many were launched.
+    async fn scale_up_step(
+        &self,
+        round: &mut Round<'_>,
+        view: &PodView<'_>,
+        placement: &Placement,
+        live_count: u32,
+    ) -> Result<u32, ReconcileError> {
+        let spec = &round.pool.spec;
+        let mut launch = 0;
+        if placement.new_nodes > 0 {
+            let pending_ids: BTreeSet<String> = view.pending.iter().map(|p| pod_key(p)).collect();
+            match self.batch_wait(&round.name, pending_ids) {
+                Some(wait) => round.next.at_most(wait),
+                None => launch = placement.new_nodes,
+            }
+        } else {
+            self.with_memory(&round.name, |m| m.batch = None);
+        }
+        let max_new = spec.max_nodes.saturating_sub(live_count);
+        self.announce_max_nodes(round, placement, max_new);
+        let launch = launch.max(spec.min_nodes.saturating_sub(live_count));
+        if launch == 0 {
+            return Ok(0);
+        }
+        let why = if placement.new_nodes >= launch {
+            format!(
+                "{} pending pod(s): {} on nodes already there or launching, {} on new ones",
+                view.pending.len(),
+                placement.on_existing,
+                placement.on_new
+            )
+        } else {
+            format!("below spec.minNodes {}", spec.min_nodes)
+        };
+        let launched = self
+            .scale_up(
+                round.pool,
+                round.groups,
+                &round.instances,
+                launch,
+                &why,
+                round.now,
+            )
+            .await?;
+        for provider_id in launched {
+            round.status_nodes.push(PoolNodeStatus {
+                provider_id,
+                node_name: None,
+                phase: Phase::Launching.as_str().to_owned(),
+                launched_at: Time(round.now),
+            });
+        }
+        round.scale_up = Some(decision(launch, why, round.now));
+        round.next.at_most(self.config.poll_interval);
+        Ok(launch)
+    }
+
+    /// `NotTriggerScaleUp` when pods are left out at `maxNodes`, announced when their number changes, not on every
+    /// reconcile.
+    fn announce_max_nodes(&self, round: &Round<'_>, placement: &Placement, max_new: u32) {
+        let left_out = (placement.unplaced > 0 && placement.new_nodes == max_new)
+            .then_some(placement.unplaced);
+        let changed = self.with_memory(&round.name, |m| {
+            std::mem::replace(&mut m.left_out_at_max, left_out) != left_out
+        });
+        if left_out.is_some() && changed {
+            self.metrics.decision(&round.name, "max_nodes_reached", 0);
+            self.events.normal(
+                &round.pool.object_ref(&()),
+                reasons::NOT_TRIGGER_SCALE_UP,
+                format!(
+                    "{} pending pod(s) would fit but the pool is at spec.maxNodes {}",
+                    placement.unplaced, round.pool.spec.max_nodes
+                ),
+            );
+        }
+    }
+
+    /// Step 5: empty, ready nodes not needed by a pending pod are removed after the delay, never below
+    /// `minNodes`; returns the provider IDs removed.
+    async fn scale_down_step(
+        &self,
+        round: &mut Round<'_>,
+        live: &[Member],
+        view: &PodView<'_>,
+        placement: &Placement,
+        mut remaining: u32,
+    ) -> Result<BTreeSet<String>, ReconcileError> {
+        let delay = round.pool.spec.empty_node_delay();
+        let mut removed = BTreeSet::new();
+        for (i, member) in live.iter().enumerate() {
+            let Some(node) = member
+                .node
+                .as_ref()
+                .filter(|_| member.phase() == Phase::Ready)
+            else {
+                continue;
+            };
+            let key = (node.name_any(), node.uid().unwrap_or_default());
+            let busy = view
+                .by_node
+                .get(node.name_any().as_str())
+                .is_some_and(|pods| pods.iter().any(|p| blocks_removal(p)));
+            if busy || placement.existing_used.get(i).copied().unwrap_or(false) {
+                self.with_memory(&round.name, |m| m.empty_since.remove(&key));
+                continue;
+            }
+            let since = self.with_memory(&round.name, |m| {
+                *m.empty_since
+                    .entry(key.clone())
+                    .or_insert_with(tokio::time::Instant::now)
+            });
+            let waited = since.elapsed();
+            if waited < delay {
+                round.next.at_most(delay - waited);
+                continue;
+            }
+            if remaining <= round.pool.spec.min_nodes {
+                continue;
+            }
+            if self
+                .remove_empty(round.pool, round.groups, member, node, waited)
+                .await?
+            {
+                remaining -= 1;
+                removed.insert(member.provider_id.clone());
+                self.with_memory(&round.name, |m| m.empty_since.remove(&key));
+                round.scale_down = Some(decision(
+                    1,
+                    format!("empty node {} removed", node.name_any()),
+                    round.now,
+                ));
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Step 6: counts, one entry per instance, conditions and the last decisions, written only when changed.
+    async fn status_step(
+        &self,
+        mut round: Round<'_>,
+        live: &[Member],
+        removed: &BTreeSet<String>,
+    ) -> Result<Action, ReconcileError> {
+        for member in live {
+            let phase = if removed.contains(&member.provider_id) {
+                Phase::Deleting
+            } else {
+                member.phase()
+            };
+            round.status_nodes.push(entry(member, phase));
+        }
+        let observed = Observed {
+            nodes: round.status_nodes,
+            scale_up: round.scale_up,
+            scale_down: round.scale_down,
+        };
+        let new_status = status::observed(round.pool, observed, round.now);
+        self.metrics.set_nodes(
+            &round.name,
+            new_status.desired_nodes,
+            new_status.launching_nodes,
+            new_status.ready_nodes,
+        );
+        self.write_status(round.pool, new_status).await?;
+        Ok(Action::requeue(round.next.0))
+    }
+}
