@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use cloudprovider_api::{NodeAddress, NodeAddressType};
 use common::{
-    Env, UNINITIALIZED, create_node, events_about, eventually, stops_on_shutdown, tainted_node,
+    Env, NodeBuilder, UNINITIALIZED, create_node, events_about, eventually, stops_on_shutdown,
+    tainted_node,
 };
 use controller_core::cloud_node::{
     self, CloudNodeConfig, CloudNodeController, PROVIDED_NODE_IP_ANNOTATION,
 };
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, WatchEvent, WatchParams};
 use provider_fake::{FakeInstance, FaultKind, Method};
 
@@ -120,26 +121,19 @@ async fn initializes_tainted_nodes_with_minimal_writes() {
     ]));
     let c_id = add(FakeInstance::new("node-c").with_zone("").with_region(""));
 
-    let mut a = tainted_node("node-a");
-    a.metadata.labels = Some(BTreeMap::from([(
-        "preset".to_owned(),
-        "from-node".to_owned(),
-    )]));
-    let mut b = tainted_node("node-b");
-    b.metadata.annotations = Some(BTreeMap::from([(
-        PROVIDED_NODE_IP_ANNOTATION.to_owned(),
-        "10.0.0.2".to_owned(),
-    )]));
-    let mut c = tainted_node("node-c");
-    if let Some(spec) = c.spec.as_mut() {
-        spec.provider_id = Some(c_id.clone());
-        spec.taints.get_or_insert_default().push(Taint {
-            key: "example.com/dedicated".into(),
-            value: Some("db".into()),
-            effect: "NoSchedule".into(),
-            ..Default::default()
-        });
-    }
+    let a = NodeBuilder::new("node-a")
+        .uninitialized()
+        .label("preset", "from-node")
+        .build();
+    let b = NodeBuilder::new("node-b")
+        .uninitialized()
+        .annotation(PROVIDED_NODE_IP_ANNOTATION, "10.0.0.2")
+        .build();
+    let c = NodeBuilder::new("node-c")
+        .uninitialized()
+        .provider_id(c_id.clone())
+        .taint("example.com/dedicated", "db", "NoSchedule")
+        .build();
     create_node(&env, &a).await;
     create_node(&env, &b).await;
     let created = create_node(&env, &c).await;
@@ -250,11 +244,10 @@ async fn provider_error_keeps_the_taint_until_it_clears() {
     env.cloud
         .fail_next_for(Method::InstanceMetadata, "node-x", 1, FaultKind::NotFound);
     create_node(&env, &tainted_node("node-x")).await;
-    let mut y = tainted_node("node-y");
-    y.metadata.annotations = Some(BTreeMap::from([(
-        PROVIDED_NODE_IP_ANNOTATION.to_owned(),
-        "10.99.99.99".to_owned(),
-    )]));
+    let y = NodeBuilder::new("node-y")
+        .uninitialized()
+        .annotation(PROVIDED_NODE_IP_ANNOTATION, "10.99.99.99")
+        .build();
     create_node(&env, &y).await;
 
     start(&env, Duration::from_secs(300));
@@ -314,11 +307,10 @@ async fn addresses_are_refreshed_periodically() {
     env.cloud
         .add_instance(FakeInstance::new("node-p").with_addresses(original))
         .unwrap_or_else(|e| panic!("add instance: {e}"));
-    let mut p = tainted_node("node-p");
-    p.metadata.annotations = Some(BTreeMap::from([(
-        PROVIDED_NODE_IP_ANNOTATION.to_owned(),
-        "10.0.0.2".to_owned(),
-    )]));
+    let p = NodeBuilder::new("node-p")
+        .uninitialized()
+        .annotation(PROVIDED_NODE_IP_ANNOTATION, "10.0.0.2")
+        .build();
     create_node(&env, &p).await;
 
     let task = start(&env, Duration::from_secs(1));

@@ -13,8 +13,8 @@ use controller_core::ControllerContext;
 use controller_core::manager::{ControllerRegistry, Manager, ManagerExit};
 use controller_core::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
 use controller_core::runtime::CancellationToken;
-use k8s_openapi::api::core::v1::{Node, NodeSpec};
-use kube::api::{ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::PostParams;
 use lease_election::{LeaderElector, LeaseConfig};
 use parking_lot::Mutex;
 use provider_fake::{FakeCloud, FakeInstance};
@@ -102,17 +102,9 @@ async fn two_replicas_never_act_at_the_same_time() {
         env.cloud
             .add_instance(FakeInstance::new(&name))
             .unwrap_or_else(|e| panic!("{e}"));
-        let node = Node {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            spec: Some(NodeSpec {
-                provider_id: Some(format!("fake://{name}")),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let node = NodeBuilder::new(name.clone())
+            .provider_id(format!("fake://{name}"))
+            .build();
         env.nodes()
             .create(&PostParams::default(), &node)
             .await

@@ -4,12 +4,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Env, create_node, events_about, eventually, stops_on_shutdown, tainted_node};
+use common::{
+    Env, NodeBuilder, create_node, events_about, eventually, stops_on_shutdown, tainted_node,
+};
 use controller_core::node_lifecycle::{
     self, NodeLifecycleConfig, NodeLifecycleController, SHUTDOWN_TAINT,
 };
-use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
-use kube::api::{ObjectMeta, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
 use provider_fake::{FakeInstance, FakeInstanceState, FaultKind, Method};
 use serde_json::json;
 
@@ -22,27 +24,13 @@ fn start(env: &Env) -> tokio::task::JoinHandle<()> {
     env.run(NodeLifecycleController::new(config))
 }
 
-fn shutdown_taint() -> Taint {
-    Taint {
-        key: SHUTDOWN_TAINT.into(),
-        effect: "NoSchedule".into(),
-        ..Default::default()
-    }
-}
-
 /// An initialized Node (provider ID set, no uninitialized taint), optionally with the shutdown taint.
 fn initialized_node(name: &str, shutdown_tainted: bool) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            provider_id: Some(format!("fake://{name}")),
-            taints: shutdown_tainted.then(|| vec![shutdown_taint()]),
-            ..Default::default()
-        }),
-        ..Default::default()
+    let node = NodeBuilder::new(name).provider_id(format!("fake://{name}"));
+    if shutdown_tainted {
+        node.taint(SHUTDOWN_TAINT, None, "NoSchedule").build()
+    } else {
+        node.build()
     }
 }
 

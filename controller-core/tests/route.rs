@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cloudprovider_api::{CloudProvider, CloudResult, Route, Routes, async_trait};
-use common::{Env, create_node, events_about, eventually};
+use common::{Env, NodeBuilder, create_node, events_about, eventually};
 use controller_core::route::{self, RouteConfig, RouteController};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus};
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use provider_fake::{FakeCloud, FaultKind, Method};
 use tokio::task::JoinHandle;
 
@@ -29,18 +29,7 @@ fn config(cidrs: &[&str], period: Duration) -> RouteConfig {
 
 /// A Node with the given pod CIDRs (`spec.podCIDR` = the first, as the apiserver requires).
 fn node(name: &str, cidrs: &[&str]) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: cidrs.first().map(|s| (*s).to_owned()),
-            pod_cidrs: Some(cidrs.iter().map(|s| (*s).to_owned()).collect()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    NodeBuilder::new(name).pod_cidrs(cidrs).build()
 }
 
 fn start(env: &Env, config: RouteConfig) -> JoinHandle<()> {
@@ -141,16 +130,9 @@ async fn routes_converge_and_stale_blackhole_and_moved_routes_are_replaced() {
     create_node(&env, &node("c", &["10.244.3.0/24"])).await;
     create_node(&env, &node("d", &["172.16.0.0/24"])).await;
     // b reports an address, which its route must carry.
-    let status = Node {
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                type_: "InternalIP".into(),
-                address: "192.0.2.2".into(),
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let status = NodeBuilder::new("b")
+        .address("InternalIP", "192.0.2.2")
+        .build();
     env.nodes()
         .patch_status("b", &PatchParams::default(), &Patch::Merge(&status))
         .await

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Env, create_node, events_about, eventually};
+use common::{Env, NodeBuilder, create_node, events_about, eventually};
 use controller_core::service::{
     FINALIZER, LABEL_EXCLUDE_FROM_LOAD_BALANCERS, ServiceConfig, ServiceController, ServiceMetrics,
 };
@@ -18,13 +18,7 @@ use provider_fake::{ANNOTATION_IMPLEMENTED_ELSEWHERE, ANNOTATION_IP, FaultKind, 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn plain_node(name: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    NodeBuilder::new(name).build()
 }
 
 fn lb_service(name: &str) -> Service {

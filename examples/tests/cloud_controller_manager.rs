@@ -13,12 +13,11 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, PostParams};
-use test_support::ControlPlane;
+use test_support::{ControlPlane, NodeBuilder, UNINITIALIZED_TAINT as UNINITIALIZED, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloud-controller-manager");
-const UNINITIALIZED: &str = "node.cloudprovider.kubernetes.io/uninitialized";
 const SERVICE_ACCOUNT: &str = "system:serviceaccount:kube-system:cloud-controller-manager";
 
 fn repo_file(path: &str) -> PathBuf {
@@ -126,21 +125,6 @@ async fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
     text
 }
 
-/// Polls `f` until it returns `Some`, for at most `secs` seconds.
-async fn eventually<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A minimal HTTP/1.0 GET: (status code, body).
 async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut conn = TcpStream::connect(addr).await.ok()?;
@@ -157,23 +141,6 @@ async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 async fn free_port(ip: IpAddr) -> u16 {
     let l = TcpListener::bind((ip, 0)).await.expect("bind");
     l.local_addr().expect("addr").port()
-}
-
-fn node(name: &str, pod_cidr: Option<&str>, provider_id: Option<&str>, tainted: bool) -> Node {
-    serde_json::from_value(serde_json::json!({
-        "metadata": { "name": name },
-        "spec": {
-            "podCIDR": pod_cidr,
-            "podCIDRs": pod_cidr.map(|c| vec![c]),
-            "providerID": provider_id,
-            "taints": if tainted {
-                serde_json::json!([{ "key": UNINITIALIZED, "value": "true", "effect": "NoSchedule" }])
-            } else {
-                serde_json::json!([])
-            },
-        },
-    }))
-    .expect("node")
 }
 
 fn internal_ip(node: &Node) -> Option<IpAddr> {
@@ -300,43 +267,62 @@ async fn runs_every_controller_as_its_service_account() {
         .kill_on_drop(true)
         .spawn()
         .expect("start the binary");
-    eventually("/healthz answers 200", 60, async || {
-        http_get(health, "/healthz")
-            .await
-            .filter(|(s, _)| *s == 200)
-    })
+    eventually(
+        Duration::from_secs(60),
+        "/healthz to answer 200",
+        async || {
+            http_get(health, "/healthz")
+                .await
+                .filter(|(s, _)| *s == 200)
+        },
+    )
     .await;
 
     let nodes: Api<Node> = Api::all(admin.clone());
     for (name, cidr) in [("n1", "10.244.1.0/24"), ("n2", "10.244.2.0/24")] {
         nodes
-            .create(&PostParams::default(), &node(name, Some(cidr), None, true))
+            .create(
+                &PostParams::default(),
+                &NodeBuilder::new(name)
+                    .pod_cidrs(&[cidr])
+                    .uninitialized()
+                    .build(),
+            )
             .await
             .expect("create node");
     }
     nodes
         .create(
             &PostParams::default(),
-            &node("gone-node", None, Some("fake://gone-node"), false),
+            &NodeBuilder::new("gone-node")
+                .provider_id("fake://gone-node")
+                .build(),
         )
         .await
         .expect("create node");
 
     // cloud-node (nodes patch, nodes/status patch) and route (nodes/status) did their work.
-    let ready = eventually("nodes are initialized and routed", 60, async || {
-        let list = nodes.list(&Default::default()).await.ok()?;
-        let mine: Vec<Node> = list
-            .items
-            .into_iter()
-            .filter(|n| n.metadata.name.as_deref() != Some("gone-node"))
-            .collect();
-        (mine.len() == 2 && mine.iter().all(|n| initialized(n) && route_created(n))).then_some(mine)
-    })
+    let ready = eventually(
+        Duration::from_secs(60),
+        "the nodes to be initialized and routed",
+        async || {
+            let list = nodes.list(&Default::default()).await.ok()?;
+            let mine: Vec<Node> = list
+                .items
+                .into_iter()
+                .filter(|n| n.metadata.name.as_deref() != Some("gone-node"))
+                .collect();
+            (mine.len() == 2 && mine.iter().all(|n| initialized(n) && route_created(n)))
+                .then_some(mine)
+        },
+    )
     .await;
     // node-lifecycle (nodes delete): the instance is terminated, so the Node goes.
-    eventually("gone-node is deleted", 60, async || {
-        matches!(nodes.get_opt("gone-node").await, Ok(None)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "gone-node to be deleted",
+        async || matches!(nodes.get_opt("gone-node").await, Ok(None)).then_some(()),
+    )
     .await;
 
     // service (services patch for the finalizer, services/status), and the load balancer carries traffic.
@@ -360,8 +346,8 @@ async fn runs_every_controller_as_its_service_account() {
         .await
         .expect("create service");
     let address = eventually(
-        "the Service has an address and the finalizer",
-        60,
+        Duration::from_secs(60),
+        "the Service to have an address and the finalizer",
         async || {
             let s = services.get("web").await.ok()?;
             let finalized = s.metadata.finalizers.as_ref().is_some_and(|f| {
@@ -374,27 +360,35 @@ async fn runs_every_controller_as_its_service_account() {
     )
     .await;
     assert_eq!(address, lb_ip.to_string());
-    let answer = eventually("the load balancer forwards to a node", 30, async || {
-        let mut conn = TcpStream::connect((lb_ip, lb_port)).await.ok()?;
-        let mut text = String::new();
-        conn.read_to_string(&mut text).await.ok()?;
-        (!text.is_empty()).then_some(text)
-    })
+    let answer = eventually(
+        Duration::from_secs(30),
+        "the load balancer to forward to a node",
+        async || {
+            let mut conn = TcpStream::connect((lb_ip, lb_port)).await.ok()?;
+            let mut text = String::new();
+            conn.read_to_string(&mut text).await.ok()?;
+            (!text.is_empty()).then_some(text)
+        },
+    )
     .await;
     assert!(answer == "n1" || answer == "n2", "{answer}");
 
     // Events (events.k8s.io create) from the component.
     let events: Api<Event> = Api::namespaced(admin.clone(), "default");
-    eventually("an EnsuredLoadBalancer Event", 30, async || {
-        let list = events.list(&Default::default()).await.ok()?;
-        list.items
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("EnsuredLoadBalancer")
-                    && e.reporting_controller.as_deref() == Some("cloud-controller-manager")
-            })
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "an EnsuredLoadBalancer Event",
+        async || {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("EnsuredLoadBalancer")
+                        && e.reporting_controller.as_deref() == Some("cloud-controller-manager")
+                })
+                .then_some(())
+        },
+    )
     .await;
 
     // Metrics of every part are served.
@@ -414,9 +408,11 @@ async fn runs_every_controller_as_its_service_account() {
         .delete("web", &DeleteParams::default())
         .await
         .expect("delete service");
-    eventually("the Service is gone", 60, async || {
-        matches!(services.get_opt("web").await, Ok(None)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the Service to be gone",
+        async || matches!(services.get_opt("web").await, Ok(None)).then_some(()),
+    )
     .await;
 
     // The Lease is held by this identity, and released on SIGTERM (leases get/update).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
-use test_support::ControlPlane;
+use test_support::{ControlPlane, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_node-pool-controller");
 
@@ -62,27 +62,27 @@ async fn fails_without_its_crd_and_leads_its_own_lease_with_it() {
         .spawn()
         .unwrap_or_else(|e| panic!("start: {e}"));
     let leases: Api<Lease> = Api::namespaced(cp.client(), "kube-system");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let holder = leases
-            .get_opt("node-pool-controller")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|l| l.spec?.holder_identity);
-        if holder.as_deref() == Some("np-1") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no Lease held by np-1"
-        );
-        assert!(
-            child.try_wait().ok().flatten().is_none(),
-            "node-pool-controller exited"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "a Lease held by np-1",
+        async || {
+            let holder = leases
+                .get_opt("node-pool-controller")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|l| l.spec?.holder_identity);
+            if holder.as_deref() == Some("np-1") {
+                return Some(());
+            }
+            assert!(
+                child.try_wait().ok().flatten().is_none(),
+                "node-pool-controller exited"
+            );
+            None
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     child.start_kill().unwrap_or_else(|e| panic!("{e}"));
     let out = child

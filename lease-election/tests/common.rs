@@ -141,16 +141,13 @@ impl Candidate {
     }
 }
 
-/// Waits until `f` is true, polling every 10 ms, or panics after `limit` with `what`.
+/// Waits until `f` is true, polling every 10 ms (takeover times are measured around it), or panics after `limit`
+/// with `what`.
 pub async fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    test_support::eventually_every(limit, Duration::from_millis(10), what, async || {
+        f().then_some(())
+    })
+    .await;
 }
 
 /// The index of the single leading candidate, if exactly one leads.

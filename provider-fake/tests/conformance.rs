@@ -9,11 +9,11 @@ use cloudprovider_api::conformance::{
 };
 use cloudprovider_api::{CloudError, CloudProvider, CloudResult, node_provider_id};
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use provider_fake::{
     Capability, CapabilitySwitches, FakeCloud, FakeConfig, FakeInstance, FakeInstanceState, Method,
     NodeGroupSpec,
 };
+use test_support::NodeBuilder;
 
 struct FakeTarget {
     cloud: FakeCloud,
@@ -40,14 +40,7 @@ impl ConformanceTarget for FakeTarget {
         Ok(if self.with_provider_id {
             node_with_provider_id(name, &provider_id)
         } else {
-            Node {
-                metadata: ObjectMeta {
-                    name: Some(name.to_owned()),
-                    uid: Some(format!("uid-{name}")),
-                    ..Default::default()
-                },
-                ..Default::default()
-            }
+            NodeBuilder::new(name).uid(format!("uid-{name}")).build()
         })
     }
 

@@ -11,6 +11,7 @@ use cloudprovider_api::{LoadBalancers, ProviderRegistry};
 use common::{node_with_ip, ok, service};
 use k8s_openapi::api::core::v1::Service;
 use provider_fake::{FakeCloud, FakeConfig, FakeError};
+use test_support::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -64,16 +65,8 @@ async fn answers(to: SocketAddr, n: usize) -> Vec<String> {
     seen
 }
 
-/// Waits (bounded) until `cond` holds; the listeners follow changes asynchronously.
-async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    for _ in 0..200 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
+/// How long the listeners get to follow a change (they do so asynchronously).
+const WAIT: Duration = Duration::from_secs(10);
 
 fn lb_service(port: u16, node_port: u16) -> Service {
     let mut svc = service("web", "uid-web");
@@ -115,8 +108,8 @@ async fn forwards_follows_hosts_fails_over_and_closes() {
         node_with_ip("node-2", &n2.to_string()),
     ];
     ok(cloud.ensure_load_balancer("k", &svc, &nodes).await);
-    eventually("the listener is up", async || {
-        local.listening().contains_key(&lb_addr)
+    eventually(WAIT, "the listener to be up", async || {
+        local.listening().contains_key(&lb_addr).then_some(())
     })
     .await;
     assert_eq!(
@@ -128,24 +121,27 @@ async fn forwards_follows_hosts_fails_over_and_closes() {
 
     // Hosts follow update_load_balancer.
     ok(cloud.update_load_balancer("k", &svc, &nodes[..1]).await);
-    eventually("only node-1 answers", async || {
-        answers(lb_addr, 4).await == ["node-1"]
+    eventually(WAIT, "only node-1 to answer", async || {
+        (answers(lb_addr, 4).await == ["node-1"]).then_some(())
     })
     .await;
 
     // A dead backend is skipped while another is up.
     ok(cloud.update_load_balancer("k", &svc, &nodes).await);
     b1.abort();
-    eventually("node-1's backend is gone", async || {
-        TcpStream::connect((n1, node_port)).await.is_err()
+    eventually(WAIT, "node-1's backend to be gone", async || {
+        TcpStream::connect((n1, node_port))
+            .await
+            .is_err()
+            .then_some(())
     })
     .await;
     assert_eq!(answers(lb_addr, 4).await, ["node-2"]);
 
     // Deleting the load balancer closes the listener.
     ok(cloud.ensure_load_balancer_deleted("k", &svc).await);
-    eventually("the listener is closed", async || {
-        TcpStream::connect(lb_addr).await.is_err()
+    eventually(WAIT, "the listener to be closed", async || {
+        TcpStream::connect(lb_addr).await.is_err().then_some(())
     })
     .await;
     assert!(local.listening().is_empty());
@@ -178,8 +174,11 @@ async fn the_registry_path_starts_them_from_the_config() {
     ok(lbs
         .ensure_load_balancer("k", &svc, &[node_with_ip("node-1", &n1.to_string())])
         .await);
-    eventually("the config's listener is up", async || {
-        cloud.local_load_balancer_listeners().contains_key(&lb_addr)
+    eventually(WAIT, "the config's listener to be up", async || {
+        cloud
+            .local_load_balancer_listeners()
+            .contains_key(&lb_addr)
+            .then_some(())
     })
     .await;
     assert_eq!(ok(fetch(lb_addr).await), "node-1");

@@ -1,11 +1,9 @@
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tempfile::TempDir;
@@ -112,17 +110,7 @@ impl KwokOptions {
 
 /// A Node that kwok (with default [`KwokOptions`]) manages: it becomes Ready within a second or two.
 pub fn kwok_node(name: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            annotations: Some(BTreeMap::from([(
-                KWOK_NODE_ANNOTATION.to_string(),
-                KWOK_NODE_ANNOTATION_VALUE.to_string(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        ..Node::default()
-    }
+    crate::NodeBuilder::new(name).kwok().build()
 }
 
 /// Options for [`ControlPlane`]; made by [`ControlPlane::builder`].

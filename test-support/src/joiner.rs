@@ -8,19 +8,15 @@
 //! It can also hold instances back: [`NodeJoiner::hold`] makes instances that come up meanwhile never register,
 //! to test what happens to machines that never join.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cloudprovider_api::{CloudInstanceState, CloudProvider, ProviderId};
-use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Taint};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, PostParams};
 
-use crate::{KWOK_NODE_ANNOTATION, KWOK_NODE_ANNOTATION_VALUE};
-
-/// The taint a kubelet with `--cloud-provider=external` registers with.
-const UNINITIALIZED_TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+use crate::NodeBuilder;
 
 /// How a [`NodeJoiner`] registers Nodes.
 #[derive(Clone, Debug)]
@@ -189,43 +185,29 @@ fn registered_node(provider_id: &str, template: &Node, options: &JoinerOptions) 
     let name = ProviderId::parse(provider_id)
         .map(|p| p.last_segment().to_owned())
         .unwrap_or_else(|_| provider_id.replace(['/', ':'], "-"));
-    let mut taints: Vec<Taint> = template
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.clone())
-        .unwrap_or_default();
-    taints.push(Taint {
-        key: UNINITIALIZED_TAINT.to_owned(),
-        value: Some("true".to_owned()),
-        effect: "NoSchedule".to_owned(),
-        ..Taint::default()
-    });
-    taints.extend(options.register_taints.iter().cloned());
-    let annotations = options.kwok.then(|| {
-        BTreeMap::from([(
-            KWOK_NODE_ANNOTATION.to_owned(),
-            KWOK_NODE_ANNOTATION_VALUE.to_owned(),
-        )])
-    });
-    let template_status = template.status.clone().unwrap_or_default();
-    let mut labels = template.metadata.labels.clone().unwrap_or_default();
-    labels.insert("kubernetes.io/hostname".to_owned(), name.clone());
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name),
-            labels: Some(labels),
-            annotations,
-            ..ObjectMeta::default()
-        },
-        spec: Some(NodeSpec {
-            provider_id: Some(provider_id.to_owned()),
-            taints: Some(taints),
-            ..NodeSpec::default()
-        }),
-        status: Some(NodeStatus {
-            capacity: template_status.capacity,
-            allocatable: template_status.allocatable,
-            ..NodeStatus::default()
-        }),
+    let mut node = NodeBuilder::new(name.clone());
+    for (key, value) in template.metadata.labels.iter().flatten() {
+        node = node.label(key, value);
     }
+    node = node.label("kubernetes.io/hostname", name);
+    if options.kwok {
+        node = node.kwok();
+    }
+    node = node.provider_id(provider_id);
+    let template_taints = template.spec.as_ref().and_then(|s| s.taints.clone());
+    for taint in template_taints.into_iter().flatten() {
+        node = node.with_taint(taint);
+    }
+    node = node.uninitialized();
+    for taint in &options.register_taints {
+        node = node.with_taint(taint.clone());
+    }
+    let template_status = template.status.clone().unwrap_or_default();
+    if let Some(capacity) = template_status.capacity {
+        node = node.capacity(capacity);
+    }
+    if let Some(allocatable) = template_status.allocatable {
+        node = node.allocatable(allocatable);
+    }
+    node.build()
 }

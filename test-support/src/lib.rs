@@ -1,5 +1,6 @@
 //! Real components for tests: a fresh etcd + kube-apiserver (optionally kube-scheduler and kwok) per test,
-//! and moto's AWS emulator.
+//! and moto's AWS emulator; plus the small helpers every test crate needs: [`eventually`] (poll until a
+//! condition holds) and [`NodeBuilder`] (Node objects).
 //!
 //! The binaries are built from Go modules by `scripts/build-test-tools` (cached outside the repository;
 //! the first build takes tens of minutes) or taken from `$KUBE_CLOUD_TOOLS_DIR` when that is set. moto runs
@@ -41,6 +42,8 @@ mod error;
 mod joiner;
 mod moto;
 mod net;
+mod node;
+mod poll;
 mod process;
 mod proxy;
 mod tools;
@@ -51,6 +54,8 @@ pub use control_plane::{
 pub use error::Error;
 pub use joiner::{JoinerOptions, NodeJoiner};
 pub use moto::Moto;
+pub use node::{NodeBuilder, UNINITIALIZED_TAINT};
+pub use poll::{POLL_INTERVAL, eventually, eventually_every};
 pub use proxy::{FaultProxy, ProxyMode};
 pub use tools::Tools;
 

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
-use test_support::{ControlPlane, KwokOptions, kwok_node};
+use test_support::{ControlPlane, KwokOptions, NodeBuilder, kwok_node};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -65,8 +65,7 @@ async fn node_create_patch_status_watch_delete() -> Result<()> {
     let name = "node-a";
     let mut events = watch_named(&nodes, name).await?;
 
-    let node: Node =
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"a": "1"}}}))?;
+    let node = NodeBuilder::new(name).label("a", "1").build();
     nodes.create(&PostParams::default(), &node).await?;
     next_event(&mut events, "create", |e| {
         applied(e, |n: &Node| n.metadata.name.as_deref() == Some(name))

@@ -1,6 +1,6 @@
 //! Shared test environment: a real control plane, provider-fake, and a controller context around them.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +9,15 @@ use cloudprovider_api::CloudProvider;
 use controller_core::ControllerContext;
 use controller_core::manager::{ManagedController, SharedCaches};
 use controller_core::runtime::{CancellationToken, EventPublisher, RuntimeMetrics};
-use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
-use kube::api::{Api, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
 use provider_fake::FakeCloud;
 use test_support::ControlPlane;
 
 /// The taint upstream's cloud-node controller removes.
-pub const UNINITIALIZED: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+pub const UNINITIALIZED: &str = test_support::UNINITIALIZED_TAINT;
+
+pub use test_support::{NodeBuilder, eventually};
 
 /// A control plane, a fake cloud and a context for controllers.
 pub struct Env {
@@ -87,22 +89,7 @@ impl Env {
 
 /// A Node as a kubelet with `--cloud-provider=external` registers it: tainted uninitialized, no providerID.
 pub fn tainted_node(name: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            taints: Some(vec![Taint {
-                key: UNINITIALIZED.into(),
-                value: Some("true".into()),
-                effect: "NoSchedule".into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    NodeBuilder::new(name).uninitialized().build()
 }
 
 pub async fn create_node(env: &Env, node: &Node) -> Node {
@@ -110,25 +97,6 @@ pub async fn create_node(env: &Env, node: &Node) -> Node {
         .create(&PostParams::default(), node)
         .await
         .unwrap_or_else(|e| panic!("create node: {e}"))
-}
-
-/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit` naming `what`.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Events (events.k8s.io/v1) about the object named `name`, as (type, reason, note).

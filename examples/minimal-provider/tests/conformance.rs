@@ -8,6 +8,7 @@ use cloudprovider_api::conformance::{self, ConformanceTarget, Outcome};
 use cloudprovider_api::{CloudProvider, CloudResult, ProviderRegistry};
 use k8s_openapi::api::core::v1::Node;
 use minimal_provider::{Inventory, InventoryConfig, Machine, Power};
+use test_support::NodeBuilder;
 
 struct Target(Inventory);
 
@@ -29,10 +30,7 @@ impl ConformanceTarget for Target {
             model: None,
         });
         // A kubelet registers the Node by host name, without a provider ID.
-        Ok(Node {
-            metadata: kube_meta(name),
-            ..Default::default()
-        })
+        Ok(NodeBuilder::new(name).build())
     }
 
     async fn stop_instance(&self, node: &Node) -> CloudResult<()> {
@@ -41,13 +39,6 @@ impl ConformanceTarget for Target {
 
     async fn terminate_instance(&self, node: &Node) -> CloudResult<()> {
         self.0.set_power(&name_of(node), Power::Decommissioned)
-    }
-}
-
-fn kube_meta(name: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-    k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        name: Some(name.to_owned()),
-        ..Default::default()
     }
 }
 

@@ -5,49 +5,11 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
-use kube::api::{Api, ObjectMeta, PostParams};
-use test_support::ControlPlane;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
+use test_support::{ControlPlane, NodeBuilder, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_inventory-ccm");
-const UNINITIALIZED: &str = "node.cloudprovider.kubernetes.io/uninitialized";
-
-async fn eventually<T, F, Fut>(what: &str, f: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn tainted_node(name: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            taints: Some(vec![Taint {
-                key: UNINITIALIZED.into(),
-                value: Some("true".into()),
-                effect: "NoSchedule".into(),
-                time_added: None,
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_controller_runs_under_leader_election_when_selected() {
@@ -91,12 +53,16 @@ async fn own_controller_runs_under_leader_election_when_selected() {
 
     let nodes: Api<Node> = Api::all(cp.client());
     nodes
-        .create(&PostParams::default(), &tainted_node("rack1-u07"))
+        .create(
+            &PostParams::default(),
+            &NodeBuilder::new("rack1-u07").uninitialized().build(),
+        )
         .await
         .unwrap_or_else(|e| panic!("create node: {e}"));
     // The built-in cloud-node controller initializes it; then the provider's own controller labels it.
     let node = eventually(
-        "the Node initialized and labelled with its power state",
+        Duration::from_secs(60),
+        "the Node to be initialized and labelled with its power state",
         || {
             let nodes = nodes.clone();
             async move {

@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::{Filter, Instance, InstanceType, ResourceType, Tag, TagSpecification};
 use cloudprovider_api::conformance::node_with_provider_id;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use provider_aws::{AwsCloud, AwsConfig, NodeGroupConfig, TAG_ROLE_ELB};
-use test_support::Moto;
+use test_support::{Moto, NodeBuilder};
 
 pub const CLUSTER: &str = "test-cluster";
 pub const REGION: &str = "us-east-1";
@@ -222,13 +221,6 @@ pub fn node(instance: &Instance, with_provider_id: bool) -> Node {
             .unwrap_or_default();
         node_with_provider_id(name, &format!("aws:///{zone}/{}", id(instance)))
     } else {
-        Node {
-            metadata: ObjectMeta {
-                name: Some(name.to_owned()),
-                uid: Some(format!("uid-{name}")),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
+        NodeBuilder::new(name).uid(format!("uid-{name}")).build()
     }
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use cloudprovider_api::conformance::load_balancer_service;
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Node, Service};
+use test_support::NodeBuilder;
 
 pub use cloudprovider_api::conformance::node_with_provider_id;
 
@@ -21,27 +21,12 @@ pub fn ok<T, E: Debug>(r: Result<T, E>) -> T {
 
 /// A Node with only a name (no provider ID yet, as when it is being initialized).
 pub fn node(name: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    NodeBuilder::new(name).build()
 }
 
 /// A Node with a name and an InternalIP.
 pub fn node_with_ip(name: &str, ip: &str) -> Node {
-    Node {
-        status: Some(NodeStatus {
-            addresses: Some(vec![NodeAddress {
-                type_: "InternalIP".into(),
-                address: ip.into(),
-            }]),
-            ..Default::default()
-        }),
-        ..node(name)
-    }
+    NodeBuilder::new(name).address("InternalIP", ip).build()
 }
 
 /// A LoadBalancer Service `default/<name>` with UID `<uid>` and one TCP port 80 → 30080.
