@@ -360,3 +360,43 @@ async fn addresses_are_refreshed_periodically() {
     );
     stops_on_shutdown(&env, task).await;
 }
+
+/// Upstream's label reconciliation on already initialized Nodes: the GA twin of a beta label is added when missing
+/// and corrected when it differs; a Node whose twins agree is not written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ga_twins_of_beta_labels_are_reconciled_on_initialized_nodes() {
+    let env = Env::start().await;
+    env.cloud
+        .add_instance(FakeInstance::new("node-l"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let node = NodeBuilder::new("node-l")
+        .provider_id("fake://node-l")
+        .label("failure-domain.beta.kubernetes.io/zone", "z1")
+        .label("topology.kubernetes.io/zone", "z-stale")
+        .label("failure-domain.beta.kubernetes.io/region", "r1")
+        .label("beta.kubernetes.io/instance-type", "large")
+        .label("node.kubernetes.io/instance-type", "large")
+        .build();
+    create_node(&env, &node).await;
+    start(&env, Duration::from_secs(300));
+    let nodes: Api<Node> = Api::all(env.client());
+    let reconciled = eventually(WAIT, "the GA zone and region labels", || async {
+        let node = nodes.get("node-l").await.ok()?;
+        let l = labels(&node);
+        (l.get("topology.kubernetes.io/zone").map(String::as_str) == Some("z1")
+            && l.get("topology.kubernetes.io/region").map(String::as_str) == Some("r1"))
+        .then_some(node)
+    })
+    .await;
+    assert_eq!(
+        labels(&reconciled)
+            .get("node.kubernetes.io/instance-type")
+            .map(String::as_str),
+        Some("large")
+    );
+    // Nothing more to write: the resource version stays put across further events of the controller.
+    let rv = reconciled.metadata.resource_version.clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = nodes.get("node-l").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.metadata.resource_version, rv);
+}

@@ -61,9 +61,60 @@ pub(crate) fn init_labels(node: &Node, md: &InstanceMetadata) -> BTreeMap<String
     labels
 }
 
+/// Upstream's `reconcileNodeLabels` on an initialized Node: the beta label is the source of truth, and its GA twin
+/// is added when missing or set when it differs. Returns the labels to patch (empty: nothing to do); a Node without
+/// the beta label is left alone, as upstream does.
+pub(crate) fn reconcile_twins(node: &Node) -> BTreeMap<String, String> {
+    let Some(labels) = node.metadata.labels.as_ref() else {
+        return BTreeMap::new();
+    };
+    TWIN_LABELS
+        .iter()
+        .filter_map(|(ga, beta)| {
+            let primary = labels.get(*beta)?;
+            (labels.get(*ga) != Some(primary)).then(|| ((*ga).to_owned(), primary.clone()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn labelled(pairs: &[(&str, &str)]) -> Node {
+        let mut node = Node::default();
+        node.metadata.labels = Some(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        node
+    }
+
+    #[test]
+    fn twins_follow_the_beta_labels_as_upstream() {
+        // GA missing: added; GA different: set to the beta value; GA equal: nothing.
+        let node = labelled(&[
+            ("failure-domain.beta.kubernetes.io/zone", "z1"),
+            ("failure-domain.beta.kubernetes.io/region", "r1"),
+            ("topology.kubernetes.io/region", "r-old"),
+            ("beta.kubernetes.io/instance-type", "large"),
+            ("node.kubernetes.io/instance-type", "large"),
+        ]);
+        let patch = reconcile_twins(&node);
+        assert_eq!(
+            patch,
+            BTreeMap::from([
+                ("topology.kubernetes.io/region".to_owned(), "r1".to_owned()),
+                ("topology.kubernetes.io/zone".to_owned(), "z1".to_owned()),
+            ])
+        );
+        // Without the beta label there is no source of truth: a lone GA label is left alone.
+        let ga_only = labelled(&[("topology.kubernetes.io/zone", "z9")]);
+        assert!(reconcile_twins(&ga_only).is_empty());
+        assert!(reconcile_twins(&Node::default()).is_empty());
+    }
 
     #[test]
     fn kubernetes_namespaces() {

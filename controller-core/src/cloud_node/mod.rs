@@ -171,10 +171,13 @@ impl Reconciler<Node> for CloudNodeReconciler {
         let instances = self.provider.instances().unwrap_or(&Unsupported);
         if has_uninitialized_taint(&node) {
             self.initialize(instances, &node).await?;
-        } else if let Some(wait) = self.not_due(&node) {
-            // Watch events do not cost cloud calls: one refresh per node per period.
-            return Ok(Action::requeue(wait));
         } else {
+            // No cloud call: done on every event, not only when the periodic sync is due.
+            self.reconcile_labels(&node).await?;
+            if let Some(wait) = self.not_due(&node) {
+                // Watch events do not cost cloud calls: one refresh per node per period.
+                return Ok(Action::requeue(wait));
+            }
             self.sync_addresses(instances, &node).await?;
         }
         self.mark_synced(&node);
@@ -205,6 +208,22 @@ impl CloudNodeReconciler {
             store,
             last_sync: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps the GA twins of the beta zone, region and instance-type labels in step on an initialized Node
+    /// (upstream's `reconcileNodeLabels`): one merge patch, only when a twin is missing or differs.
+    async fn reconcile_labels(&self, node: &Node) -> Result<(), ReconcileError> {
+        let labels = labels::reconcile_twins(node);
+        if labels.is_empty() {
+            return Ok(());
+        }
+        info!(labels = ?labels, "reconciling the GA twins of beta labels");
+        let patch = json!({ "metadata": { "labels": labels } });
+        self.nodes
+            .patch(&node.name_any(), &patch_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| ReconcileError::kube("reconcile node labels", e))?;
+        Ok(())
     }
 
     /// Initializes a tainted Node: one cloud call, one metadata+spec patch, at most one status patch.
