@@ -2,7 +2,10 @@
 //! `deploy/rbac.yaml` (impersonated), so every controller's permissions are proven by what it really does:
 //! initializing Nodes, programming routes, deleting a Node whose instance is gone, provisioning a load balancer that
 //! answers TCP, publishing Events, holding and releasing the Lease. Also: bad flags and config fail at startup
-//! naming the field.
+//! naming the field. `/healthz` and `/metrics` are read over HTTPS, `/metrics` with a token bound to the
+//! metrics-reader ClusterRole (the binary's TokenReview and SubjectAccessReview run as the ServiceAccount too).
+
+mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -73,6 +76,16 @@ async fn bad_flags_and_config_are_startup_errors_naming_the_field() {
         e.contains("--cluster-cidr") && e.contains("nonsense"),
         "{e}"
     );
+    let e = startup_error(&[
+        "--cloud-provider=fake",
+        "--tls-cert-file=/nonexistent/serving.crt",
+        "--tls-private-key-file=/nonexistent/serving.key",
+    ])
+    .await;
+    assert!(
+        e.contains("--tls-cert-file") && e.contains("/nonexistent/serving.crt"),
+        "{e}"
+    );
     let e = startup_error(&["--cloud-provider"]).await;
     assert!(e.contains("--cloud-provider"), "{e}");
 
@@ -125,17 +138,11 @@ async fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
     text
 }
 
-/// A minimal HTTP/1.0 GET: (status code, body).
-async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut conn = TcpStream::connect(addr).await.ok()?;
-    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+/// A GET over HTTPS: (status code, body).
+async fn https_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    common::https_get(addr, path, token, None)
         .await
-        .ok()?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text).await.ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
+        .map(|a| (a.status, a.body))
 }
 
 async fn free_port(ip: IpAddr) -> u16 {
@@ -256,6 +263,7 @@ async fn runs_every_controller_as_its_service_account() {
             &format!("--kubeconfig={}", as_ccm.display()),
             "--bind-address=127.0.0.1",
             &format!("--secure-port={}", health.port()),
+            &format!("--cert-dir={}", dir.path().join("certs").display()),
             "--allocate-node-cidrs",
             "--cluster-cidr=10.244.0.0/16",
             "--node-monitor-period=1s",
@@ -271,7 +279,7 @@ async fn runs_every_controller_as_its_service_account() {
         Duration::from_secs(60),
         "/healthz to answer 200",
         async || {
-            http_get(health, "/healthz")
+            https_get(health, "/healthz", None)
                 .await
                 .filter(|(s, _)| *s == 200)
         },
@@ -391,8 +399,27 @@ async fn runs_every_controller_as_its_service_account() {
     )
     .await;
 
-    // Metrics of every part are served.
-    let (status, metrics) = http_get(health, "/metrics").await.expect("/metrics");
+    // Metrics of every part are served, to a scraper bound to the metrics-reader ClusterRole.
+    kubectl(
+        &cp,
+        &["create", "serviceaccount", "scraper", "-n", "default"],
+    )
+    .await;
+    kubectl(
+        &cp,
+        &[
+            "create",
+            "clusterrolebinding",
+            "scraper-metrics",
+            "--clusterrole=cloud-controller-manager-metrics-reader",
+            "--serviceaccount=default:scraper",
+        ],
+    )
+    .await;
+    let token = common::service_account_token(&cp, "default", "scraper").await;
+    let (status, metrics) = https_get(health, "/metrics", Some(&token))
+        .await
+        .expect("/metrics");
     assert_eq!(status, 200);
     for name in [
         "service_controller_loadbalancer_sync_total",

@@ -6,8 +6,11 @@
 //! client with `--kube-api-qps`/`--kube-api-burst`, calls the provider's
 //! [`initialize`](cloudprovider_api::CloudProvider::initialize) with it, registers the built-in controllers and
 //! yours, checks `--controllers` against them, serves `/healthz` (with the leader-election watchdog), `/readyz`
-//! and `/metrics`, contends for the Lease, runs the controllers while leading, releases the Lease on SIGTERM and
-//! exits 1 on any failure (a bad flag, a lost Lease, a failed controller), as upstream.
+//! and `/metrics` over HTTPS on `--secure-port` (certificate from `--tls-cert-file` or self-signed in `--cert-dir`,
+//! re-read when it changes on disk; every path but `--authorization-always-allow-paths` authenticated by
+//! TokenReview or `--client-ca-file` and authorized by SubjectAccessReview, as upstream's delegated
+//! authentication and authorization), contends for the Lease, runs the controllers while leading, releases the
+//! Lease on SIGTERM and exits 1 on any failure (a bad flag, a lost Lease, a failed controller), as upstream.
 //!
 //! ```no_run
 //! use std::process::ExitCode;
@@ -26,13 +29,16 @@
 //! types ([`ControllerRegistry`], [`ManagedController`], the built-in
 //! controllers' configs); a separate crate would re-export most of `controller-core` and version in lockstep with
 //! it. Library users who embed controllers in their own process leave the feature off and do not compile clap,
-//! axum or the rate limiter.
+//! axum, rustls or the rate limiter.
 
+mod authn;
+mod authz;
 mod client;
 mod error;
 mod options;
 mod process;
 mod serving;
+mod tls;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -46,11 +52,14 @@ use lease_election::{LeaderElectionMetrics, LeaderElector, LeaseConfig};
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
+pub use authn::{Authenticator, AuthnError, UserInfo, user_from_certificate};
+pub use authz::{Authorizer, Decision, always_allowed};
 pub use client::{RateLimitLayer, RateLimited, kube_config, rate_limited_client};
 pub use error::AppError;
 pub use options::{LoggingFormat, Options};
 pub use process::{default_identity, init_logging, init_tracing, shutdown_signal};
-pub use serving::{Check, Endpoints, serve};
+pub use serving::{Check, Delegation, Endpoints, serve, serve_secure};
+pub use tls::{CertPaths, ReloadingCert, load_certified_key, self_signed, server_config};
 
 use crate::ControllerContext;
 use crate::cloud_node::{CloudNodeController, CloudNodeMetrics};
@@ -238,6 +247,12 @@ impl App {
         let lease = options.lease_config(self.component)?;
         let component = self.component;
         let port = options.secure_port.unwrap_or(self.default_port);
+        // The serving certificate and client CA are checked before anything connects.
+        let tls = if port != 0 {
+            Some(secure_serving_tls(&options, component)?)
+        } else {
+            None
+        };
         let providers = std::mem::take(&mut self.providers);
         // `--controllers` is checked against every registered controller before anything connects.
         let mut metrics = Registry::default();
@@ -256,11 +271,21 @@ impl App {
         if manager.runnable().is_empty() {
             warn!("no controller will run: check --controllers and the provider's capabilities");
         }
+        let delegation = match tls {
+            Some(_) => Some(delegation(&options, &client).await?),
+            None => None,
+        };
         let elector = leader_elector(&options, client, lease, &mut metrics)?;
-        if port != 0 {
+        if let (Some(tls), Some(delegation)) = (tls, delegation) {
             let addr = SocketAddr::new(options.bind_address, port);
-            serve(addr, endpoints(metrics, elector.as_ref())).await?;
-            info!(%addr, "serving /healthz, /readyz and /metrics");
+            serve_secure(
+                addr,
+                endpoints(metrics, elector.as_ref()),
+                tls,
+                Arc::new(delegation),
+            )
+            .await?;
+            info!(%addr, "serving /healthz, /readyz and /metrics over HTTPS");
         }
         info!(component, controllers = ?manager.runnable(), "starting");
         Ok(Started { manager, elector })
@@ -352,6 +377,61 @@ async fn initialize_provider(
         "cloud provider initialized"
     );
     Ok(())
+}
+
+/// The TLS configuration of `--secure-port` from `--tls-cert-file`/`--tls-private-key-file` (or `--cert-dir`) and
+/// `--client-ca-file`.
+fn secure_serving_tls(
+    options: &Options,
+    component: &str,
+) -> Result<Arc<rustls::ServerConfig>, AppError> {
+    let paths = options.serving_cert_paths(component)?;
+    let flags = if options.tls_cert_file.is_some() {
+        "--tls-cert-file/--tls-private-key-file"
+    } else {
+        "--cert-dir"
+    };
+    let cert = Arc::new(ReloadingCert::new(paths, flags)?);
+    server_config(cert, options.client_ca_file.as_deref()).map(Arc::new)
+}
+
+/// Delegated authentication and authorization with `--authentication-kubeconfig`/`--authorization-kubeconfig`,
+/// or the app's own client.
+async fn delegation(options: &Options, client: &kube::Client) -> Result<Delegation, AppError> {
+    async fn client_of(
+        path: Option<&std::path::Path>,
+        flag: &'static str,
+        default: &kube::Client,
+    ) -> Result<kube::Client, AppError> {
+        let Some(path) = path else {
+            return Ok(default.clone());
+        };
+        let config = kube_config(Some(path), None)
+            .await
+            .map_err(|e| AppError::flag(flag, e.to_string()))?;
+        kube::Client::try_from(config).map_err(|e| AppError::flag(flag, e.to_string()))
+    }
+    let authn = client_of(
+        options.authentication_kubeconfig.as_deref(),
+        "--authentication-kubeconfig",
+        client,
+    )
+    .await?;
+    let authz = client_of(
+        options.authorization_kubeconfig.as_deref(),
+        "--authorization-kubeconfig",
+        client,
+    )
+    .await?;
+    Ok(Delegation::new(
+        Authenticator::new(authn, options.authentication_token_webhook_cache_ttl),
+        Authorizer::new(
+            authz,
+            options.authorization_webhook_cache_authorized_ttl,
+            options.authorization_webhook_cache_unauthorized_ttl,
+        ),
+        options.authorization_always_allow_paths.clone(),
+    ))
 }
 
 fn leader_elector(

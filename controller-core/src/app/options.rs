@@ -10,6 +10,7 @@ use lease_election::LeaseConfig;
 use super::AppError;
 use super::client::RateLimitLayer;
 use super::process::default_identity;
+use super::tls::{CertPaths, cert_paths};
 use crate::cloud_node::CloudNodeConfig;
 use crate::node_lifecycle::NodeLifecycleConfig;
 use crate::route::{RouteConfig, parse_cluster_cidrs};
@@ -111,13 +112,54 @@ pub struct Options {
     /// How often not-Ready Nodes are checked against the cloud.
     #[arg(long = "node-monitor-period", default_value = "5s", value_parser = humantime::parse_duration)]
     pub node_monitor_period: Duration,
-    /// Port of `/healthz`, `/readyz` and `/metrics` (plain HTTP); 0 serves nothing (default: the component's,
-    /// 10258 for the cloud-controller-manager).
+    /// HTTPS port of `/healthz`, `/readyz` and `/metrics`; 0 serves nothing (default: the component's, 10258 for
+    /// the cloud-controller-manager).
     #[arg(long = "secure-port")]
     pub secure_port: Option<u16>,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long = "bind-address", default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
+    /// The serving certificate (PEM, leaf first, then intermediates); re-read when it changes on disk. Without it
+    /// (and `--tls-private-key-file`), a self-signed certificate is generated in `--cert-dir`.
+    #[arg(long = "tls-cert-file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `--tls-cert-file` (PEM).
+    #[arg(long = "tls-private-key-file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Where the self-signed certificate is kept (`<component>.crt`, `<component>.key`; reused while readable),
+    /// ignored when `--tls-cert-file` and `--tls-private-key-file` are given (default:
+    /// `<temp dir>/kube-cloud-rs/<component>`; upstream's cloud-controller-manager defaults to none and keeps its
+    /// self-signed certificate in memory).
+    #[arg(long = "cert-dir")]
+    pub cert_dir: Option<PathBuf>,
+    /// A CA bundle (PEM): a client certificate signed by it authenticates as its CN, in the groups of its Os.
+    #[arg(long = "client-ca-file")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Kubeconfig of the TokenReviews that authenticate bearer tokens (default: the app's own client).
+    #[arg(long = "authentication-kubeconfig")]
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// How long a TokenReview's answer is cached.
+    #[arg(long = "authentication-token-webhook-cache-ttl", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub authentication_token_webhook_cache_ttl: Duration,
+    /// Kubeconfig of the SubjectAccessReviews that authorize requests (default: the app's own client).
+    #[arg(long = "authorization-kubeconfig")]
+    pub authorization_kubeconfig: Option<PathBuf>,
+    /// Paths served without authentication or authorization (`/prefix*` matches a prefix).
+    #[arg(
+        long = "authorization-always-allow-paths",
+        value_delimiter = ',',
+        default_value = "/healthz,/readyz,/livez"
+    )]
+    pub authorization_always_allow_paths: Vec<String>,
+    /// How long an allowing SubjectAccessReview is cached.
+    #[arg(long = "authorization-webhook-cache-authorized-ttl", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub authorization_webhook_cache_authorized_ttl: Duration,
+    /// How long a denying SubjectAccessReview is cached.
+    #[arg(long = "authorization-webhook-cache-unauthorized-ttl", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub authorization_webhook_cache_unauthorized_ttl: Duration,
     /// Log format.
     #[arg(long = "logging-format", value_enum, default_value_t = LoggingFormat::Text)]
     pub logging_format: LoggingFormat,
@@ -205,6 +247,25 @@ impl Options {
         Ok(Ok(config))
     }
 
+    /// The serving certificate's files: `--tls-cert-file`/`--tls-private-key-file`, or the self-signed pair of
+    /// `--cert-dir` (generated and written there when missing).
+    pub fn serving_cert_paths(&self, component: &str) -> Result<CertPaths, AppError> {
+        let default_dir;
+        let cert_dir = match &self.cert_dir {
+            Some(dir) => dir.as_path(),
+            None => {
+                default_dir = std::env::temp_dir().join("kube-cloud-rs").join(component);
+                default_dir.as_path()
+            }
+        };
+        cert_paths(
+            self.tls_cert_file.as_deref(),
+            self.tls_private_key_file.as_deref(),
+            cert_dir,
+            component,
+        )
+    }
+
     /// The cloud-node controller's settings from the flags.
     pub fn cloud_node_config(&self) -> CloudNodeConfig {
         CloudNodeConfig {
@@ -283,6 +344,14 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(lease.name, "cloud-controller-manager");
         assert_eq!(o.secure_port, None);
+        assert_eq!(
+            o.authorization_always_allow_paths,
+            vec!["/healthz", "/readyz", "/livez"]
+        );
+        assert_eq!(
+            o.authentication_token_webhook_cache_ttl,
+            Duration::from_secs(10)
+        );
         assert_eq!((o.kube_api_qps, o.kube_api_burst), (20.0, 30));
         assert_eq!(o.cluster_name, "kubernetes");
         assert_eq!(o.node_status_update_frequency, Duration::from_secs(300));

@@ -1,15 +1,23 @@
-//! `/healthz`, `/readyz` and `/metrics`.
+//! `/healthz`, `/readyz` and `/metrics`: over HTTPS with delegated authentication and authorization
+//! ([`serve_secure`], what the app serves on `--secure-port`), or plain HTTP ([`serve`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
+use tokio_rustls::TlsAcceptor;
+use tower::Service;
 
 use super::AppError;
+use super::authn::{Authenticator, AuthnError};
+use super::authz::{Authorizer, Decision, always_allowed, verb};
 
 /// A named check behind `/healthz` or `/readyz`: `Err(reason)` makes the endpoint answer 500.
 pub type Check = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -64,28 +72,185 @@ impl std::fmt::Debug for Endpoints {
     }
 }
 
-/// Serves `/healthz`, `/readyz` and `/metrics` on `addr` until the process ends. Binds before returning, so a
-/// busy port is a startup error.
+/// Serves `/healthz`, `/readyz` and `/metrics` over plain HTTP, without authentication, on `addr` until the
+/// process ends (for tools and test binaries; the app serves [`serve_secure`]). Binds before returning, so a busy
+/// port is a startup error.
 pub async fn serve(
     addr: SocketAddr,
     endpoints: Endpoints,
 ) -> Result<tokio::task::JoinHandle<()>, AppError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| AppError::Serve {
-            context: format!("binding {addr} (--secure-port / --bind-address)"),
-            source,
-        })?;
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(Arc::new(endpoints));
+    let listener = bind(addr).await?;
+    let app = router(endpoints);
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     }))
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, AppError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Serve {
+            context: format!("binding {addr} (--secure-port / --bind-address)"),
+            source,
+        })
+}
+
+fn router(endpoints: Endpoints) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(Arc::new(endpoints))
+}
+
+/// How the secure port authenticates and authorizes (upstream's delegated authn/authz).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Delegation {
+    /// Bearer tokens (TokenReview) and client certificates.
+    pub authenticator: Authenticator,
+    /// SubjectAccessReviews.
+    pub authorizer: Authorizer,
+    /// Paths served to anyone, without authentication (`--authorization-always-allow-paths`).
+    pub always_allow_paths: Vec<String>,
+}
+
+impl Delegation {
+    /// Delegation to these reviewers, with `always_allow_paths` open to anyone.
+    pub fn new(
+        authenticator: Authenticator,
+        authorizer: Authorizer,
+        always_allow_paths: Vec<String>,
+    ) -> Self {
+        Self {
+            authenticator,
+            authorizer,
+            always_allow_paths,
+        }
+    }
+}
+
+/// The leaf certificate (DER) a client presented and the TLS layer verified against `--client-ca-file`.
+#[derive(Clone, Debug)]
+struct PeerCertificate(Option<Arc<[u8]>>);
+
+/// Serves `/healthz`, `/readyz` and `/metrics` over HTTPS with `tls` on `addr` until the process ends, each
+/// request authenticated and authorized by `delegation` (no credentials: 401; not allowed: 403). Binds before
+/// returning, so a busy port is a startup error.
+pub async fn serve_secure(
+    addr: SocketAddr,
+    endpoints: Endpoints,
+    tls: Arc<rustls::ServerConfig>,
+    delegation: Arc<Delegation>,
+) -> Result<tokio::task::JoinHandle<()>, AppError> {
+    let listener = bind(addr).await?;
+    let app = router(endpoints).layer(axum::middleware::from_fn_with_state(
+        delegation,
+        authenticate_and_authorize,
+    ));
+    let acceptor = TlsAcceptor::from(tls);
+    Ok(tokio::spawn(async move {
+        loop {
+            let (stream, remote) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    acceptor.accept(stream),
+                )
+                .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let peer = PeerCertificate(
+                    tls.get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|certs| certs.first())
+                        .map(|c| Arc::from(c.as_ref())),
+                );
+                let service =
+                    hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(peer.clone());
+                        let mut app = app.clone();
+                        async move { app.call(req.map(axum::body::Body::new)).await }
+                    });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await
+                {
+                    tracing::debug!(%remote, error = %e, "HTTPS connection");
+                }
+            });
+        }
+    }))
+}
+
+async fn authenticate_and_authorize(
+    State(delegation): State<Arc<Delegation>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    if always_allowed(&delegation.always_allow_paths, &path) {
+        return next.run(request).await;
+    }
+    let peer = request
+        .extensions()
+        .get::<PeerCertificate>()
+        .and_then(|p| p.0.clone());
+    let authorization = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = match delegation
+        .authenticator
+        .authenticate(peer.as_deref(), authorization)
+        .await
+    {
+        Ok(user) => user,
+        Err(e) => {
+            if let AuthnError::Review(e) = &e {
+                tracing::warn!(error = %e, "authentication failed");
+            }
+            return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+        }
+    };
+    let verb = verb(request.method());
+    match delegation.authorizer.authorize(&user, &verb, &path).await {
+        Ok(Decision::Allow) => next.run(request).await,
+        Ok(Decision::Deny(reason)) => {
+            tracing::debug!(user = %user.name, %path, %reason, "forbidden");
+            (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "forbidden: User {:?} cannot {verb} path {path:?}",
+                    user.name
+                ),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "authorization failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "authorization error").into_response()
+        }
+    }
 }
 
 fn run_checks<'a>(checks: impl Iterator<Item = &'a (&'static str, Check)>) -> (StatusCode, String) {
