@@ -65,7 +65,7 @@ use crate::ControllerContext;
 use crate::cloud_node::{CloudNodeController, CloudNodeMetrics};
 use crate::manager::{
     ControllerRegistry, ControllerSelection, ManagedController, Manager, ManagerExit,
-    RegistrationError,
+    ManagerStatus, RegistrationError,
 };
 use crate::node_lifecycle::{NodeLifecycleController, NodeLifecycleMetrics};
 use crate::node_pool::{NodePoolConfig, NodePoolController, NodePoolMetrics};
@@ -280,7 +280,7 @@ impl App {
             let addr = SocketAddr::new(options.bind_address, port);
             serve_secure(
                 addr,
-                endpoints(metrics, elector.as_ref()),
+                endpoints(metrics, elector.as_ref(), &manager.status()),
                 tls,
                 Arc::new(delegation),
             )
@@ -449,8 +449,21 @@ fn leader_elector(
         .map_err(|e| AppError::flag("--leader-elect-*", e.to_string()))
 }
 
-fn endpoints(metrics: Registry, elector: Option<&LeaderElector>) -> Endpoints {
-    let endpoints = Endpoints::new(metrics);
+/// `/healthz` and `/livez`: the leader-election watchdog. `/readyz` also: the caches the controllers asked for have
+/// synced (`informer-sync`) and every runnable controller runs (`controllers`), while this replica leads.
+fn endpoints(
+    metrics: Registry,
+    elector: Option<&LeaderElector>,
+    status: &ManagerStatus,
+) -> Endpoints {
+    let caches = status.clone();
+    let controllers = status.clone();
+    let endpoints = Endpoints::new(metrics)
+        .readyz("informer-sync", Arc::new(move || caches.check_caches()))
+        .readyz(
+            "controllers",
+            Arc::new(move || controllers.check_controllers()),
+        );
     match elector {
         Some(elector) => {
             let elector = elector.clone();

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -28,7 +28,7 @@ pub type Check = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 pub struct Endpoints {
     /// Metrics served at `/metrics` (OpenMetrics text).
     pub registry: Arc<Registry>,
-    /// Checks of `/healthz` (liveness).
+    /// Checks of `/healthz` and `/livez` (liveness).
     pub healthz: Vec<(&'static str, Check)>,
     /// Checks of `/readyz` (readiness); `/healthz`'s checks apply too.
     pub readyz: Vec<(&'static str, Check)>,
@@ -100,6 +100,7 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, AppError> {
 fn router(endpoints: Endpoints) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(Arc::new(endpoints))
@@ -253,26 +254,57 @@ async fn authenticate_and_authorize(
     }
 }
 
-fn run_checks<'a>(checks: impl Iterator<Item = &'a (&'static str, Check)>) -> (StatusCode, String) {
-    let mut failed = Vec::new();
+/// Upstream's health answer: `ok` when every check passes (or, with `?verbose`, one `[+]name ok` line per check
+/// and `<endpoint> check passed`); otherwise 500 with every check as `[+]name ok` / `[-]name failed: reason` and
+/// `<endpoint> check failed`.
+fn run_checks<'a>(
+    endpoint: &str,
+    checks: impl Iterator<Item = &'a (&'static str, Check)>,
+    verbose: bool,
+) -> (StatusCode, String) {
+    let mut lines = vec!["[+]ping ok".to_owned()];
+    let mut failed = false;
     for (name, check) in checks {
-        if let Err(why) = check() {
-            failed.push(format!("[-]{name} failed: {why}"));
+        match check() {
+            Ok(()) => lines.push(format!("[+]{name} ok")),
+            Err(why) => {
+                failed = true;
+                lines.push(format!("[-]{name} failed: {why}"));
+            }
         }
     }
-    if failed.is_empty() {
-        (StatusCode::OK, "ok".into())
+    if failed {
+        lines.push(format!("{endpoint} check failed"));
+        (StatusCode::INTERNAL_SERVER_ERROR, lines.join("\n"))
+    } else if verbose {
+        lines.push(format!("{endpoint} check passed"));
+        (StatusCode::OK, lines.join("\n"))
     } else {
-        (StatusCode::INTERNAL_SERVER_ERROR, failed.join("\n"))
+        (StatusCode::OK, "ok".into())
     }
 }
 
-async fn healthz(State(e): State<Arc<Endpoints>>) -> (StatusCode, String) {
-    run_checks(e.healthz.iter())
+fn is_verbose(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "verbose" || kv.starts_with("verbose="))
+    })
 }
 
-async fn readyz(State(e): State<Arc<Endpoints>>) -> (StatusCode, String) {
-    run_checks(e.healthz.iter().chain(e.readyz.iter()))
+async fn healthz(State(e): State<Arc<Endpoints>>, RawQuery(q): RawQuery) -> (StatusCode, String) {
+    run_checks("healthz", e.healthz.iter(), is_verbose(q.as_deref()))
+}
+
+async fn livez(State(e): State<Arc<Endpoints>>, RawQuery(q): RawQuery) -> (StatusCode, String) {
+    run_checks("livez", e.healthz.iter(), is_verbose(q.as_deref()))
+}
+
+async fn readyz(State(e): State<Arc<Endpoints>>, RawQuery(q): RawQuery) -> (StatusCode, String) {
+    run_checks(
+        "readyz",
+        e.healthz.iter().chain(e.readyz.iter()),
+        is_verbose(q.as_deref()),
+    )
 }
 
 async fn metrics(
@@ -293,5 +325,45 @@ async fn metrics(
             [("content-type", "text/plain")],
             err.to_string(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checks() -> Vec<(&'static str, Check)> {
+        vec![
+            ("leaderElection", Arc::new(|| Ok(()))),
+            (
+                "informer-sync",
+                Arc::new(|| Err("caches not synced: nodes".to_owned())),
+            ),
+        ]
+    }
+
+    #[test]
+    fn health_answers_as_upstream() {
+        let all_ok: Vec<(&'static str, Check)> = vec![("leaderElection", Arc::new(|| Ok(())))];
+        assert_eq!(
+            run_checks("readyz", all_ok.iter(), false),
+            (StatusCode::OK, "ok".to_owned())
+        );
+        let (code, body) = run_checks("readyz", all_ok.iter(), true);
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(
+            body,
+            "[+]ping ok\n[+]leaderElection ok\nreadyz check passed"
+        );
+        // A failure lists every check, verbose or not.
+        let failing = checks();
+        let (code, body) = run_checks("readyz", failing.iter(), false);
+        assert_eq!(code, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body,
+            "[+]ping ok\n[+]leaderElection ok\n[-]informer-sync failed: caches not synced: nodes\nreadyz check failed"
+        );
+        assert!(is_verbose(Some("verbose")) && is_verbose(Some("x=1&verbose=true")));
+        assert!(!is_verbose(Some("verbosity=2")) && !is_verbose(None));
     }
 }

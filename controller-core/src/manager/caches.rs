@@ -1,8 +1,10 @@
 //! The caches controllers share, created on first request.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
+use parking_lot::Mutex;
 
 use crate::runtime::{CacheSource, Cached, CancellationToken, SharedCache};
 
@@ -19,6 +21,8 @@ struct Inner {
     shutdown: CancellationToken,
     nodes: OnceLock<Arc<SharedCache<Node>>>,
     pods: OnceLock<Arc<SharedCache<Pod>>>,
+    /// Per requested cache, whether its initial list finished.
+    synced: Mutex<BTreeMap<&'static str, bool>>,
 }
 
 impl std::fmt::Debug for SharedCaches {
@@ -40,18 +44,30 @@ impl SharedCaches {
                 shutdown,
                 nodes: OnceLock::new(),
                 pods: OnceLock::new(),
+                synced: Mutex::new(BTreeMap::new()),
             }),
         }
     }
 
     /// Every Node (see [`Cached::strip`] for the fields left out), with a change subscription of its own.
     pub fn nodes(&self) -> CacheSource<Node> {
-        self.start(&self.inner.nodes).source()
+        self.start("nodes", &self.inner.nodes).source()
     }
 
     /// Every Pod of every namespace, with a change subscription of its own.
     pub fn pods(&self) -> CacheSource<Pod> {
-        self.start(&self.inner.pods).source()
+        self.start("pods", &self.inner.pods).source()
+    }
+
+    /// The requested caches whose initial list has not finished (for `/readyz`).
+    pub fn unsynced(&self) -> Vec<&'static str> {
+        self.inner
+            .synced
+            .lock()
+            .iter()
+            .filter(|(_, synced)| !**synced)
+            .map(|(name, _)| *name)
+            .collect()
     }
 
     /// Whether the Node cache was requested (and is being watched).
@@ -64,14 +80,28 @@ impl SharedCaches {
         self.inner.pods.get().is_some()
     }
 
-    fn start<K: Cached>(&self, cell: &OnceLock<Arc<SharedCache<K>>>) -> Arc<SharedCache<K>> {
+    fn start<K: Cached>(
+        &self,
+        name: &'static str,
+        cell: &OnceLock<Arc<SharedCache<K>>>,
+    ) -> Arc<SharedCache<K>> {
         let cache = cell.get_or_init(|| {
             let cache = Arc::new(SharedCache::new(self.inner.client.clone()));
             let watched = Arc::clone(&cache);
             let shutdown = self.inner.shutdown.clone();
+            self.inner.synced.lock().insert(name, false);
+            let inner = Arc::clone(&self.inner);
+            let store = cache.store();
             tokio::spawn(async move {
+                let synced = async {
+                    if store.wait_until_ready().await.is_ok() {
+                        inner.synced.lock().insert(name, true);
+                    }
+                    std::future::pending::<()>().await;
+                };
                 tokio::select! {
-                    () = watched.run() => tracing::warn!("a shared watch ended"),
+                    () = watched.run() => tracing::warn!(cache = name, "a shared watch ended"),
+                    () = synced => {}
                     () = shutdown.cancelled() => {}
                 }
             });

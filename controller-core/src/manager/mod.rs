@@ -13,6 +13,7 @@
 mod caches;
 mod controller;
 mod registry;
+mod status;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub use caches::SharedCaches;
 pub(crate) use controller::node_cache_controller;
 pub use controller::{ControllerError, ManagedController};
 pub use registry::{ControllerRegistry, ControllerSelection, RegistrationError, SelectionError};
+pub use status::ManagerStatus;
 
 use crate::ControllerContext;
 use crate::runtime::CancellationToken;
@@ -68,6 +70,7 @@ pub enum ManagerExit {
 pub struct Manager {
     ctx: ControllerContext,
     controllers: Vec<Arc<dyn ManagedController>>,
+    status: ManagerStatus,
 }
 
 impl std::fmt::Debug for Manager {
@@ -115,7 +118,16 @@ impl Manager {
             })
             .cloned()
             .collect();
-        Self { ctx, controllers }
+        Self {
+            ctx,
+            controllers,
+            status: ManagerStatus::default(),
+        }
+    }
+
+    /// What the manager is doing, for readiness checks (see [`ManagerStatus`]).
+    pub fn status(&self) -> ManagerStatus {
+        self.status.clone()
     }
 
     /// The names of the controllers that will run: selected, configured, and supported by the provider.
@@ -162,13 +174,24 @@ impl Manager {
     async fn run_controllers(&self, shutdown: CancellationToken) -> ManagerExit {
         let caches = SharedCaches::new(self.ctx.client.clone(), shutdown.clone());
         let _stop = shutdown.clone().drop_guard();
+        self.status.begin_term(caches.clone(), &self.runnable());
+        let _term = status::TermGuard(self.status.clone());
         let mut running: Vec<BoxFuture<'static, (&'static str, Result<(), ControllerError>)>> =
             Vec::new();
         for controller in &self.controllers {
             let name = controller.name();
             let span = info_span!("controller", controller = name);
             let run = controller.run(self.ctx.clone(), caches.clone(), shutdown.child_token());
-            running.push(Box::pin(async move { (name, run.await) }.instrument(span)));
+            let status = self.status.clone();
+            running.push(Box::pin(
+                async move {
+                    status.set_running(name, true);
+                    let result = run.await;
+                    status.set_running(name, false);
+                    (name, result)
+                }
+                .instrument(span),
+            ));
         }
         info!(controllers = ?self.runnable(), "controllers started");
         while !running.is_empty() {
