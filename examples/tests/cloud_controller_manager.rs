@@ -62,6 +62,15 @@ async fn bad_flags_and_config_are_startup_errors_naming_the_field() {
     assert!(e.contains("zonee"), "{e}");
     let e = startup_error(&["--cloud-provider=fake", &missing_flag]).await;
     assert!(e.contains("none.yaml"), "{e}");
+    // A provider without a cluster ID is refused unless --allow-untagged-cloud, as upstream.
+    let untagged = dir.path().join("untagged.yaml");
+    std::fs::write(&untagged, "hasClusterId: false\n").expect("write config");
+    let untagged_flag = format!("--cloud-config={}", untagged.display());
+    let e = startup_error(&["--cloud-provider=fake", &untagged_flag]).await;
+    assert!(
+        e.contains("--allow-untagged-cloud") && e.contains("no ClusterID"),
+        "{e}"
+    );
     let e = startup_error(&["--cloud-provider=fake", "--controllers=servce"]).await;
     assert!(e.contains("--controllers") && e.contains("servce"), "{e}");
     let e = startup_error(&["--cloud-provider=fake", "--leader-elect-renew-deadline=20s"]).await;

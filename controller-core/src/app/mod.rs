@@ -258,6 +258,7 @@ impl App {
         let mut metrics = Registry::default();
         let (registry, selection) = self.controller_registry(&options, &mut metrics)?;
         let provider = build_provider(&providers, &options).await?;
+        check_cluster_id(&*provider, options.allow_untagged_cloud)?;
         let config = kube_config(options.kubeconfig.as_deref(), options.master.as_deref()).await?;
         let client = rate_limited_client(config, options.kube_api_qps, options.kube_api_burst)?;
         initialize_provider(&*provider, &client, component).await?;
@@ -356,6 +357,29 @@ async fn build_provider(
         })?;
     info!(provider = provider.provider_name(), "cloud provider built");
     Ok(provider)
+}
+
+/// Upstream's check: a provider without a cluster ID is refused unless `--allow-untagged-cloud`, then only warned
+/// about.
+fn check_cluster_id(provider: &dyn CloudProvider, allow_untagged: bool) -> Result<(), AppError> {
+    if provider.has_cluster_id() {
+        return Ok(());
+    }
+    if allow_untagged {
+        warn!(
+            "detected a cluster without a ClusterID. A ClusterID will be required in the future. \
+             Please tag your cluster to avoid any future issues"
+        );
+        return Ok(());
+    }
+    Err(AppError::flag(
+        "--allow-untagged-cloud",
+        format!(
+            "no ClusterID found for cloud provider {:?}. A ClusterID is required for the cloud provider to \
+             function properly. This check can be bypassed by setting the allow-untagged-cloud option",
+            provider.provider_name()
+        ),
+    ))
 }
 
 /// Calls the provider's `initialize` with the app's client (upstream's `cloud.Initialize(clientBuilder, stop)`).

@@ -61,6 +61,11 @@ pub struct Options {
     /// Burst of requests to the API server.
     #[arg(long = "kube-api-burst", default_value_t = 30)]
     pub kube_api_burst: u32,
+    /// Run with a provider that has no cluster ID (upstream's `--allow-untagged-cloud`; a warning instead of a
+    /// startup error).
+    #[arg(long = "allow-untagged-cloud", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_value_t = false, default_missing_value = "true")]
+    pub allow_untagged_cloud: bool,
     /// Run only while holding the leader Lease (for more than one replica).
     #[arg(long = "leader-elect", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
           default_value_t = true, default_missing_value = "true")]
