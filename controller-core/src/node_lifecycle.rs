@@ -134,7 +134,12 @@ async fn run(
     config: NodeLifecycleConfig,
     shutdown: CancellationToken,
 ) {
-    let NodeSource { store, changes, .. } = nodes;
+    let NodeSource {
+        store,
+        changes,
+        synced,
+        ..
+    } = nodes;
     // This loop reads the store on a timer; it needs no change stream.
     drop(changes);
     let lifecycle = Lifecycle {
@@ -145,7 +150,7 @@ async fn run(
         store: store.clone(),
     };
     Periodic::new(lifecycle, ctx.metrics.clone(), shutdown)
-        .run(store, config.monitor_period)
+        .run(synced, config.monitor_period)
         .await;
     debug!(controller = CONTROLLER_NAME, "stopped");
 }

@@ -21,8 +21,8 @@ struct Inner {
     shutdown: CancellationToken,
     nodes: OnceLock<Arc<SharedCache<Node>>>,
     pods: OnceLock<Arc<SharedCache<Pod>>>,
-    /// Per requested cache, whether its initial list finished.
-    synced: Mutex<BTreeMap<&'static str, bool>>,
+    /// The requested caches, to tell whether their initial list finished.
+    synced: Mutex<BTreeMap<&'static str, Arc<dyn SyncState>>>,
 }
 
 impl std::fmt::Debug for SharedCaches {
@@ -31,6 +31,17 @@ impl std::fmt::Debug for SharedCaches {
             .field("nodes", &self.inner.nodes.get().is_some())
             .field("pods", &self.inner.pods.get().is_some())
             .finish()
+    }
+}
+
+/// A cache's sync state, whatever it caches.
+trait SyncState: Send + Sync {
+    fn is_synced(&self) -> bool;
+}
+
+impl<K: Cached> SyncState for SharedCache<K> {
+    fn is_synced(&self) -> bool {
+        SharedCache::is_synced(self)
     }
 }
 
@@ -65,7 +76,7 @@ impl SharedCaches {
             .synced
             .lock()
             .iter()
-            .filter(|(_, synced)| !**synced)
+            .filter(|(_, cache)| !cache.is_synced())
             .map(|(name, _)| *name)
             .collect()
     }
@@ -89,19 +100,13 @@ impl SharedCaches {
             let cache = Arc::new(SharedCache::new(self.inner.client.clone()));
             let watched = Arc::clone(&cache);
             let shutdown = self.inner.shutdown.clone();
-            self.inner.synced.lock().insert(name, false);
-            let inner = Arc::clone(&self.inner);
-            let store = cache.store();
+            self.inner
+                .synced
+                .lock()
+                .insert(name, Arc::clone(&cache) as Arc<dyn SyncState>);
             tokio::spawn(async move {
-                let synced = async {
-                    if store.wait_until_ready().await.is_ok() {
-                        inner.synced.lock().insert(name, true);
-                    }
-                    std::future::pending::<()>().await;
-                };
                 tokio::select! {
                     () = watched.run() => tracing::warn!(cache = name, "a shared watch ended"),
-                    () = synced => {}
                     () = shutdown.cancelled() => {}
                 }
             });

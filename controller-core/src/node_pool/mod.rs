@@ -253,6 +253,7 @@ async fn run(
         metrics: config.metrics.clone(),
         nodes: nodes.store,
         pods: pods.store,
+        synced: [nodes.synced, pods.synced],
         pools: controller.store(),
         config: config.clone(),
         memory: Mutex::new(BTreeMap::new()),
@@ -327,6 +328,8 @@ struct PoolReconciler {
     metrics: NodePoolMetrics,
     nodes: Store<Node>,
     pods: Store<Pod>,
+    /// The Node and Pod caches' initial lists.
+    synced: [runtime::Synced; 2],
     pools: Store<NodePool>,
     config: NodePoolConfig,
     memory: Mutex<BTreeMap<String, PoolMemory>>,

@@ -22,7 +22,7 @@ use super::lifecycle::{
 use super::resources::{Resources, node_allocatable, pod_requests};
 use super::scale_up::{NodeShape, fits_shape};
 use super::{Batch, CONTROLLER_NAME, PoolReconciler, reasons};
-use crate::runtime::ReconcileError;
+use crate::runtime::{self, ReconcileError};
 
 /// The earliest time the pool needs another look.
 pub(super) struct NextLook(pub(super) Duration);
@@ -61,14 +61,10 @@ pub(super) fn group_error(op: &'static str, group: &str, e: CloudError) -> Recon
 }
 
 impl PoolReconciler {
+    /// Whether the Node and Pod caches have their initial lists (without waiting: a pool is looked at again after
+    /// the poll interval).
     pub(super) async fn caches_ready(&self) -> bool {
-        let ready = async {
-            self.pods.wait_until_ready().await.is_ok()
-                && self.nodes.wait_until_ready().await.is_ok()
-        };
-        tokio::time::timeout(Duration::from_secs(5), ready)
-            .await
-            .unwrap_or(false)
+        self.synced.iter().all(runtime::Synced::is_synced)
     }
 
     pub(super) fn with_memory<T>(

@@ -52,7 +52,7 @@ use crate::NodeSource;
 use crate::manager::{ControllerError, ManagedController, SharedCaches};
 use crate::runtime::periodic::{self, later};
 use crate::runtime::{
-    CancellationToken, NodeChanges, PassOutcome, PerObjectBackoff, Periodic, PeriodicPass,
+    CancellationToken, NodeChanges, PassOutcome, PerObjectBackoff, Periodic, PeriodicPass, Synced,
 };
 
 pub use status::{CONDITION_NETWORK_UNAVAILABLE, REASON_NO_ROUTE_CREATED, REASON_ROUTE_CREATED};
@@ -230,9 +230,15 @@ async fn run(
         max_ops: config.max_concurrent_ops.max(1),
     };
     let periodic = Periodic::new(shared, metrics, shutdown);
-    drive(periodic, nodes.changes, nodes.generation, &config)
-        .instrument(span)
-        .await;
+    drive(
+        periodic,
+        nodes.changes,
+        nodes.generation,
+        nodes.synced,
+        &config,
+    )
+    .instrument(span)
+    .await;
 }
 
 /// What every round needs.
@@ -339,11 +345,12 @@ async fn drive(
     periodic: Periodic<Shared>,
     changes: NodeChanges,
     generation: watch::Receiver<u64>,
+    synced: Synced,
     config: &RouteConfig,
 ) {
     // Never plan from a cache that has not finished its initial list: that round would see no Nodes and delete
     // every route.
-    if !periodic.wait_until_ready(&periodic.inner().store).await {
+    if !periodic.wait_until_ready(synced).await {
         return;
     }
     let mut driver = Driver::new(periodic, changes, generation, config);

@@ -83,6 +83,8 @@ pub struct SharedCache<K: Cached> {
     changes: broadcast::Sender<Change<K>>,
     generation: watch::Receiver<u64>,
     generation_tx: watch::Sender<u64>,
+    synced: watch::Receiver<bool>,
+    synced_tx: watch::Sender<bool>,
 }
 
 /// The shared Node cache.
@@ -105,6 +107,7 @@ impl<K: Cached> SharedCache<K> {
     pub fn new(client: kube::Client) -> Self {
         let (store, writer) = reflector::store();
         let (generation_tx, generation) = watch::channel(0);
+        let (synced_tx, synced) = watch::channel(false);
         Self {
             store,
             writer: Mutex::new(Some(writer)),
@@ -112,7 +115,14 @@ impl<K: Cached> SharedCache<K> {
             changes: broadcast::channel(SUBSCRIBER_BUFFER).0,
             generation,
             generation_tx,
+            synced,
+            synced_tx,
         }
+    }
+
+    /// Whether the initial list has finished (for readiness).
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
     }
 
     /// A reader of the cache.
@@ -126,6 +136,7 @@ impl<K: Cached> SharedCache<K> {
             store: self.store(),
             changes: self.changes(),
             generation: self.generation(),
+            synced: Synced(self.synced.clone()),
         }
     }
 
@@ -175,7 +186,10 @@ impl<K: Cached> SharedCache<K> {
             // The reflector has applied the event to the store before yielding it.
             let change = match event {
                 Ok(watcher::Event::Apply(obj)) => Some(Change::Applied(Arc::new(obj))),
-                Ok(watcher::Event::InitDone) => Some(Change::Resync),
+                Ok(watcher::Event::InitDone) => {
+                    self.synced_tx.send_replace(true);
+                    Some(Change::Resync)
+                }
                 Ok(watcher::Event::Delete(_)) => None,
                 Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
                 Err(e) => {
@@ -201,6 +215,34 @@ pub struct CacheSource<K: Cached> {
     pub changes: Changes<K>,
     /// Bumped after every change to the cache, deletions included.
     pub generation: watch::Receiver<u64>,
+    /// Completes once the initial list is in the store.
+    pub synced: Synced,
+}
+
+/// Waits for a shared cache's initial list. Use it instead of `Store::wait_until_ready` on a shared store:
+/// kube-runtime's readiness signal wakes only the last of several concurrent waiters (a `futures` oneshot keeps
+/// one waker), so two controllers waiting on the same store could leave one pending forever. This is a `watch`
+/// channel that wakes every waiter. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Synced(watch::Receiver<bool>);
+
+impl From<watch::Receiver<bool>> for Synced {
+    /// A handle on a readiness flag: `true` once synced; the sender's drop means the cache is gone.
+    fn from(rx: watch::Receiver<bool>) -> Self {
+        Self(rx)
+    }
+}
+
+impl Synced {
+    /// Waits until the initial list is in the store; `false` if the cache was dropped first.
+    pub async fn wait(&mut self) -> bool {
+        self.0.wait_for(|synced| *synced).await.is_ok()
+    }
+
+    /// Whether the initial list is in the store.
+    pub fn is_synced(&self) -> bool {
+        *self.0.borrow()
+    }
 }
 
 impl<K: Cached> std::fmt::Debug for CacheSource<K> {
@@ -252,5 +294,28 @@ mod tests {
         let status = node.status.unwrap_or_default();
         assert!(status.images.is_none() && status.volumes_in_use.is_none());
         assert_eq!(status.addresses.map(|a| a.len()), Some(1));
+    }
+
+    #[tokio::test]
+    async fn every_waiter_wakes_when_the_cache_syncs() {
+        let (tx, rx) = watch::channel(false);
+        let synced = Synced::from(rx);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let mut synced = synced.clone();
+                tokio::spawn(async move { synced.wait().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(!synced.is_synced());
+        tx.send_replace(true);
+        for waiter in waiters {
+            let woke = tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await;
+            assert!(matches!(woke, Ok(Ok(true))), "{woke:?}");
+        }
+        // A cache dropped before its list: waiters learn it.
+        let (tx, rx) = watch::channel(false);
+        drop(tx);
+        assert!(!Synced::from(rx).wait().await);
     }
 }

@@ -10,7 +10,9 @@ mod metrics;
 pub mod periodic;
 
 pub use backoff::PerObjectBackoff;
-pub use cache::{CacheSource, Cached, Changes, NodeCache, NodeChanges, PodCache, SharedCache};
+pub use cache::{
+    CacheSource, Cached, Changes, NodeCache, NodeChanges, PodCache, SharedCache, Synced,
+};
 pub use controller::{Reconciler, RunOptions, run};
 pub use error::{ErrorClass, ReconcileError};
 pub use events::EventPublisher;

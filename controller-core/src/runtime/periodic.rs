@@ -18,11 +18,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::reflector::Store;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{error, info};
 
-use super::{Cached, CancellationToken, RuntimeMetrics};
+use super::{CancellationToken, RuntimeMetrics, Synced};
 
 /// The shortest period [`ticker`] and [`Periodic::run`] accept; shorter ones are raised to it.
 pub const MIN_PERIOD: Duration = Duration::from_millis(10);
@@ -126,14 +125,17 @@ impl<P: PeriodicPass> Periodic<P> {
         }
     }
 
-    /// Waits until `store` has its initial list. False when shutdown fired first, or the cache was dropped
-    /// before its list (logged): the controller should stop.
-    pub async fn wait_until_ready<K: Cached>(&self, store: &Store<K>) -> bool {
-        match self.unless_shutdown(store.wait_until_ready()).await {
+    /// Waits until the cache behind `synced` has its initial list. False when shutdown fired first, or the cache
+    /// was dropped before its list (logged): the controller should stop.
+    pub async fn wait_until_ready(&self, mut synced: Synced) -> bool {
+        match self.unless_shutdown(synced.wait()).await {
             None => false,
-            Some(Ok(())) => true,
-            Some(Err(e)) => {
-                error!(controller = self.pass.name(), error = %e, "the cache stopped before its initial list; stopping");
+            Some(true) => true,
+            Some(false) => {
+                error!(
+                    controller = self.pass.name(),
+                    "the cache stopped before its initial list; stopping"
+                );
                 false
             }
         }
@@ -169,8 +171,8 @@ impl<P: PeriodicPass> Periodic<P> {
 
     /// The plain loop: once `store` is ready, a pass every `period` ([`ticker`]), pausing after a throttled pass
     /// for the cloud's retry-after, until shutdown (which abandons a running pass or pause).
-    pub async fn run<K: Cached>(self, store: Store<K>, period: Duration) {
-        if !self.wait_until_ready(&store).await {
+    pub async fn run(self, synced: Synced, period: Duration) {
+        if !self.wait_until_ready(synced).await {
             return;
         }
         let mut ticker = ticker(period);
@@ -197,10 +199,8 @@ impl<P: PeriodicPass> Periodic<P> {
 mod tests {
     use std::collections::VecDeque;
 
-    use k8s_openapi::api::core::v1::Node;
-    use kube::runtime::reflector::{self, store::Writer};
-    use kube::runtime::watcher;
     use parking_lot::Mutex;
+    use tokio::sync::watch;
 
     use super::*;
 
@@ -229,10 +229,16 @@ mod tests {
         }
     }
 
-    fn ready_store() -> (Store<Node>, Writer<Node>) {
-        let (store, mut writer) = reflector::store();
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        (store, writer)
+    /// A cache that has its initial list (keep the sender: dropping it means the cache is gone).
+    fn ready_store() -> (Synced, watch::Sender<bool>) {
+        let (tx, rx) = watch::channel(true);
+        (Synced::from(rx), tx)
+    }
+
+    /// A cache that never gets its initial list while the sender lives.
+    fn unsynced_store() -> (Synced, watch::Sender<bool>) {
+        let (tx, rx) = watch::channel(false);
+        (Synced::from(rx), tx)
     }
 
     fn throttled(after: Duration) -> PassOutcome {
@@ -245,7 +251,7 @@ mod tests {
     /// Starts `script` in a task; returns it with the pass starts, the metrics and the shutdown signal.
     fn start(
         script: Script,
-        store: Store<Node>,
+        store: Synced,
         period: Duration,
     ) -> (
         tokio::task::JoinHandle<()>,
@@ -315,14 +321,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_the_wait_for_the_cache_the_ticker_and_a_running_pass() {
         // The cache never becomes ready: no pass, and shutdown ends the wait.
-        let (store, writer) = reflector::store::<Node>();
+        let (store, writer) = unsynced_store();
         let (task, periodic, _) = start(Script::default(), store, PERIOD);
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(periodic.inner().started.lock().is_empty());
         stops_at_once(task, &periodic).await;
 
         // A cache dropped before its list stops the loop by itself.
-        let (store, dropped) = reflector::store::<Node>();
+        let (store, dropped) = unsynced_store();
         drop(dropped);
         let (task, _, _) = start(Script::default(), store, PERIOD);
         let ended = tokio::time::timeout(Duration::from_millis(1), task).await;

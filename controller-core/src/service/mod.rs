@@ -112,9 +112,10 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     // Never sync against a partly listed Node cache: the load balancers would lose backends.
+    let mut synced = nodes.synced.clone();
     tokio::select! {
-        ready = nodes.store.wait_until_ready() => {
-            if ready.is_err() {
+        ready = synced.wait() => {
+            if !ready {
                 warn!(controller = CONTROLLER_NAME, "the Node cache stopped before it was ready; not starting");
                 shutdown.cancelled_owned().await;
                 return;
