@@ -81,16 +81,6 @@ impl SharedCaches {
             .collect()
     }
 
-    /// Whether the Node cache was requested (and is being watched).
-    pub fn nodes_started(&self) -> bool {
-        self.inner.nodes.get().is_some()
-    }
-
-    /// Whether the Pod cache was requested (and is being watched).
-    pub fn pods_started(&self) -> bool {
-        self.inner.pods.get().is_some()
-    }
-
     fn start<K: Cached>(
         &self,
         name: &'static str,

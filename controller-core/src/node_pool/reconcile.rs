@@ -63,7 +63,7 @@ pub(super) fn group_error(op: &'static str, group: &str, e: CloudError) -> Recon
 impl PoolReconciler {
     /// Whether the Node and Pod caches have their initial lists (without waiting: a pool is looked at again after
     /// the poll interval).
-    pub(super) async fn caches_ready(&self) -> bool {
+    pub(super) fn caches_ready(&self) -> bool {
         self.synced.iter().all(runtime::Synced::is_synced)
     }
 

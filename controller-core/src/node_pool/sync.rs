@@ -46,7 +46,7 @@ impl PoolReconciler {
     /// Spec check, then one [`Round`] of cleanup, registration, scale up, scale down and status.
     pub(super) async fn sync(&self, pool: &NodePool) -> Result<Action, ReconcileError> {
         self.check_spec(pool).await?;
-        if !self.caches_ready().await {
+        if !self.caches_ready() {
             return Ok(Action::requeue(self.config.poll_interval));
         }
         let mut round = self.snapshot(pool).await?;
