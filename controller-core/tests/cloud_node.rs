@@ -380,13 +380,25 @@ async fn ga_twins_of_beta_labels_are_reconciled_on_initialized_nodes() {
     create_node(&env, &node).await;
     start(&env, Duration::from_secs(300));
     let nodes: Api<Node> = Api::all(env.client());
-    let reconciled = eventually(WAIT, "the GA zone and region labels", || async {
-        let node = nodes.get("node-l").await.ok()?;
-        let l = labels(&node);
-        (l.get("topology.kubernetes.io/zone").map(String::as_str) == Some("z1")
-            && l.get("topology.kubernetes.io/region").map(String::as_str) == Some("r1"))
-        .then_some(node)
-    })
+    // The first pass writes the labels and then (a separate status patch) the cloud's addresses: wait for both, so
+    // the resource-version check below sees only what a further event would write.
+    let reconciled = eventually(
+        WAIT,
+        "the GA zone and region labels and the addresses",
+        || async {
+            let node = nodes.get("node-l").await.ok()?;
+            let l = labels(&node);
+            let addressed = node
+                .status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .is_some_and(|a| !a.is_empty());
+            (l.get("topology.kubernetes.io/zone").map(String::as_str) == Some("z1")
+                && l.get("topology.kubernetes.io/region").map(String::as_str) == Some("r1")
+                && addressed)
+                .then_some(node)
+        },
+    )
     .await;
     assert_eq!(
         labels(&reconciled)
