@@ -59,6 +59,12 @@ pub trait CloudProvider: Send + Sync + 'static {
         true
     }
 
+    /// Registers the provider's own metrics (its cloud API calls' count, latency and errors, by operation) on the
+    /// registry the controller manager serves on `/metrics`. Called once, before any controller runs. Name them as
+    /// the Go provider does, if there is one (provider-aws: `cloudprovider_aws_api_request_duration_seconds`,
+    /// `cloudprovider_aws_api_request_errors`), else `cloudprovider_<provider>_api_request_*`.
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
     /// The capabilities this provider supports, derived from the accessors.
     fn capabilities(&self) -> Capabilities {
         Capabilities {

@@ -197,4 +197,8 @@ impl CloudProvider for AwsCloud {
     fn has_cluster_id(&self) -> bool {
         true
     }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.calls.metrics().register(registry);
+    }
 }

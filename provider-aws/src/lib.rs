@@ -55,7 +55,7 @@ pub use config::{AwsConfig, CapacityConfig, NodeGroupConfig};
 pub use error::{AwsError, THROTTLING_CODES, is_throttling_code};
 pub use instances::{DESCRIBE_BATCH_SIZE, instance_id_from_provider_id};
 pub use load_balancers::TARGET_CHUNK_SIZE;
-pub use metrics::{ApiCall, ApiCallCounter};
+pub use metrics::{ApiCall, ApiCallCounter, AwsApiMetrics, RequestLabel, UntypedCounter};
 pub use tags::{
     TAG_CLUSTER_PREFIX, TAG_NODE_GROUP, TAG_ROLE_ELB, TAG_ROLE_INTERNAL_ELB, TAG_SERVICE_NAME,
     TAG_VALUE_OWNED, TAG_VALUE_SHARED,

@@ -1,8 +1,20 @@
-//! Counting AWS API calls: an SDK interceptor every client of the provider carries.
+//! Counting AWS API calls: an SDK interceptor every client of the provider carries. It also feeds upstream's
+//! Prometheus metrics, `cloudprovider_aws_api_request_duration_seconds{request}` (latency of calls that succeeded,
+//! retries included) and `cloudprovider_aws_api_request_errors{request}` (calls that failed after the SDK's
+//! retries), registered by [`CloudProvider::register_metrics`](cloudprovider_api::CloudProvider::register_metrics).
+//! `request` is the AWS operation (`DescribeInstances`, `RegisterTargets`, …).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -11,7 +23,105 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 };
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+
+/// The `request` label of upstream's AWS API metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    /// The AWS operation, e.g. `DescribeInstances`.
+    pub request: String,
+}
+
+/// A counter exposed without the `_total` suffix, as upstream's `cloudprovider_aws_api_request_errors` is (an
+/// OpenMetrics counter always gets `_total`; an untyped sample keeps the name dashboards query).
+#[derive(Clone, Debug, Default)]
+pub struct UntypedCounter(Counter);
+
+impl UntypedCounter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.inc();
+    }
+
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl TypedMetric for UntypedCounter {
+    const TYPE: MetricType = MetricType::Unknown;
+}
+
+impl EncodeMetric for UntypedCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        encoder.encode_gauge(&self.0.get())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Unknown
+    }
+}
+
+/// provider-aws's Prometheus metrics, under upstream's names. Cheap to clone: clones share the families.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AwsApiMetrics {
+    /// `cloudprovider_aws_api_request_duration_seconds{request}`: latency of AWS API calls that succeeded.
+    pub duration: Family<RequestLabel, Histogram>,
+    /// `cloudprovider_aws_api_request_errors{request}`: AWS API calls that failed.
+    pub errors: Family<RequestLabel, UntypedCounter>,
+}
+
+impl Default for AwsApiMetrics {
+    /// Unregistered metrics.
+    fn default() -> Self {
+        Self {
+            // Prometheus' default buckets, which upstream's histogram uses.
+            duration: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+            }),
+            errors: Family::default(),
+        }
+    }
+}
+
+impl AwsApiMetrics {
+    /// Registers the families (clones sharing these) on `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "cloudprovider_aws_api_request_duration_seconds",
+            "Latency of AWS API calls",
+            self.duration.clone(),
+        );
+        registry.register(
+            "cloudprovider_aws_api_request_errors",
+            "AWS API errors",
+            self.errors.clone(),
+        );
+    }
+
+    fn record(&self, operation: &str, seconds: f64, failed: bool) {
+        let label = RequestLabel {
+            request: operation.to_owned(),
+        };
+        if failed {
+            self.errors.get_or_create(&label).inc();
+        } else {
+            self.duration.get_or_create(&label).observe(seconds);
+        }
+    }
+}
+
+/// When the SDK started an operation (kept in the operation's config bag between interceptor hooks).
+#[derive(Clone, Copy, Debug)]
+struct ExecutionStarted(Instant);
+
+impl Storable for ExecutionStarted {
+    type Storer = StoreReplace<Self>;
+}
 
 /// One AWS API request as the SDK sent it (every attempt counts, retries included).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +154,7 @@ type Observer = dyn Fn(&ApiCall) + Send + Sync;
 pub struct ApiCallCounter {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
     observer: Option<Arc<Observer>>,
+    metrics: AwsApiMetrics,
 }
 
 impl fmt::Debug for ApiCallCounter {
@@ -82,6 +193,11 @@ impl ApiCallCounter {
         self.lock().clone()
     }
 
+    /// The Prometheus metrics this counter feeds.
+    pub fn metrics(&self) -> &AwsApiMetrics {
+        &self.metrics
+    }
+
     /// Forgets the counts.
     pub fn reset(&self) {
         self.lock().clear();
@@ -102,6 +218,32 @@ fn operation(cfg: &ConfigBag) -> (String, String) {
 impl Intercept for ApiCallCounter {
     fn name(&self) -> &'static str {
         "provider-aws ApiCallCounter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state()
+            .store_put(ExecutionStarted(Instant::now()));
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(ExecutionStarted(started)) = cfg.load::<ExecutionStarted>().copied() else {
+            return Ok(());
+        };
+        let (_, op) = operation(cfg);
+        let failed = !matches!(context.output_or_error(), Some(Ok(_)));
+        self.metrics
+            .record(&op, started.elapsed().as_secs_f64(), failed);
+        Ok(())
     }
 
     fn read_before_transmit(

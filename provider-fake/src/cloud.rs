@@ -22,6 +22,7 @@ use crate::error::FakeError;
 use crate::faults::Faults;
 use crate::local_lb::LocalLoadBalancers;
 use crate::method::Method;
+use crate::metrics::FakeApiMetrics;
 use crate::state::State;
 use crate::state::instances::{
     FakeInstance, FakeInstanceInfo, FakeInstanceState, InstanceDefaults, Origin,
@@ -61,6 +62,7 @@ pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) calls: Mutex<CallLog>,
+    metrics: FakeApiMetrics,
     lb_changes: watch::Sender<Vec<FakeLoadBalancer>>,
     /// The listeners started because the config asked for them ([`FakeConfig::local_load_balancers`]); they
     /// close when the cloud is dropped.
@@ -172,6 +174,7 @@ impl FakeCloud {
                 state: Mutex::new(state),
                 faults: Mutex::new(faults),
                 calls: Mutex::new(CallLog::new(config.call_log_capacity)),
+                metrics: FakeApiMetrics::default(),
                 lb_changes: watch::Sender::new(Vec::new()),
                 local_lbs: Mutex::new(None),
             }),
@@ -217,6 +220,7 @@ impl FakeCloud {
         key: String,
         op: impl FnOnce(&mut State, Instant) -> CloudResult<T>,
     ) -> CloudResult<T> {
+        let started = std::time::Instant::now();
         self.delay(method).await;
         let now = Instant::now();
         let denied = lock(&self.inner.faults).check(method, &key, now);
@@ -224,6 +228,9 @@ impl FakeCloud {
             Some(denial) => Err(denial.to_error(method, &key)),
             None => op(&mut self.state(), now),
         };
+        self.inner
+            .metrics
+            .record(method, started.elapsed().as_secs_f64(), result.is_err());
         self.record(method, key, CallOutcome::of(&result));
         result
     }
@@ -453,5 +460,9 @@ impl CloudProvider for FakeCloud {
 
     fn has_cluster_id(&self) -> bool {
         self.inner.settings.has_cluster_id
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.metrics.register(registry);
     }
 }

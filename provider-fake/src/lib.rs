@@ -89,6 +89,7 @@ mod error;
 mod faults;
 mod local_lb;
 mod method;
+mod metrics;
 mod pods;
 mod state;
 

@@ -14,6 +14,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tower::{Layer, Service};
 
 use super::AppError;
+use super::rest_metrics::{RestClientMetrics, host_label};
 
 /// Loads the client configuration from `kubeconfig`, or by the usual lookup (`$KUBECONFIG`, `~/.kube/config`,
 /// in-cluster) when `None`; `master` overrides the server address (upstream's `--master`).
@@ -61,11 +62,29 @@ pub fn rate_limited_client(
     burst: u32,
 ) -> Result<kube::Client, AppError> {
     let layer = RateLimitLayer::new(qps, burst)?;
-    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| AppError::Client {
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(builder_error)?;
+    Ok(builder.with_layer(&layer).build())
+}
+
+/// [`rate_limited_client`] whose requests are also counted in `metrics` (`rest_client_*`, see
+/// [`RestClientMetrics`]). The time spent waiting for the rate limit is not part of a request's duration.
+pub fn metered_client(
+    config: kube::Config,
+    qps: f32,
+    burst: u32,
+    metrics: &RestClientMetrics,
+) -> Result<kube::Client, AppError> {
+    let limit = RateLimitLayer::new(qps, burst)?;
+    let metered = metrics.layer(host_label(&config.cluster_url));
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(builder_error)?;
+    Ok(builder.with_layer(&metered).with_layer(&limit).build())
+}
+
+fn builder_error(e: kube::Error) -> AppError {
+    AppError::Client {
         context: "building the Kubernetes client".into(),
         source: Box::new(e),
-    })?;
-    Ok(builder.with_layer(&layer).build())
+    }
 }
 
 /// A tower layer applying one shared token bucket to every request.

@@ -37,6 +37,7 @@ mod client;
 mod error;
 mod options;
 mod process;
+mod rest_metrics;
 mod serving;
 mod tls;
 
@@ -54,10 +55,14 @@ use tracing::{info, warn};
 
 pub use authn::{Authenticator, AuthnError, UserInfo, user_from_certificate};
 pub use authz::{Authorizer, Decision, always_allowed};
-pub use client::{RateLimitLayer, RateLimited, kube_config, rate_limited_client};
+pub use client::{RateLimitLayer, RateLimited, kube_config, metered_client, rate_limited_client};
 pub use error::AppError;
 pub use options::{LoggingFormat, Options};
 pub use process::{default_identity, init_logging, init_tracing, shutdown_signal};
+pub use rest_metrics::{
+    RequestLatencyLabels, RequestResultLabels, RestClientMetered, RestClientMetrics,
+    RestClientMetricsLayer,
+};
 pub use serving::{Check, Delegation, Endpoints, serve, serve_secure};
 pub use tls::{CertPaths, ReloadingCert, load_certified_key, self_signed, server_config};
 
@@ -69,7 +74,7 @@ use crate::manager::{
 };
 use crate::node_lifecycle::{NodeLifecycleController, NodeLifecycleMetrics};
 use crate::node_pool::{NodePoolConfig, NodePoolController, NodePoolMetrics};
-use crate::route::RouteController;
+use crate::route::{RouteController, RouteMetrics};
 use crate::runtime::{CancellationToken, EventPublisher, RuntimeMetrics};
 use crate::service::{ServiceController, ServiceMetrics};
 
@@ -259,8 +264,10 @@ impl App {
         let (registry, selection) = self.controller_registry(&options, &mut metrics)?;
         let provider = build_provider(&providers, &options).await?;
         check_cluster_id(&*provider, options.allow_untagged_cloud)?;
+        provider.register_metrics(&mut metrics);
         let config = kube_config(options.kubeconfig.as_deref(), options.master.as_deref()).await?;
-        let client = rate_limited_client(config, options.kube_api_qps, options.kube_api_burst)?;
+        let rest = RestClientMetrics::register(&mut metrics);
+        let client = metered_client(config, options.kube_api_qps, options.kube_api_burst, &rest)?;
         initialize_provider(&*provider, &client, component).await?;
 
         let events = EventPublisher::new(client.clone(), component, Some(lease.identity.clone()));
@@ -307,8 +314,12 @@ impl App {
         lifecycle.metrics = NodeLifecycleMetrics::register(metrics);
         let mut service = options.service_config();
         service.metrics = ServiceMetrics::register(metrics);
+        let route_metrics = RouteMetrics::register(metrics);
         let route = match options.route_config()? {
-            Ok(config) => RouteController::new(config),
+            Ok(mut config) => {
+                config.metrics = route_metrics;
+                RouteController::new(config)
+            }
             Err(reason) => RouteController::disabled(reason),
         };
         let mut node_pool = self.node_pool;

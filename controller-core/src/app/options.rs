@@ -111,6 +111,9 @@ pub struct Options {
     /// Nodes initialized at once.
     #[arg(long = "concurrent-node-syncs", default_value_t = 1)]
     pub concurrent_node_syncs: u16,
+    /// Nodes whose addresses are refreshed at once; 0 means as many as `--concurrent-node-syncs`.
+    #[arg(long = "concurrent-node-status-updates", default_value_t = 0)]
+    pub concurrent_node_status_updates: u16,
     /// How often initialized Nodes' addresses are refreshed from the cloud.
     #[arg(long = "node-status-update-frequency", default_value = "5m", value_parser = humantime::parse_duration)]
     pub node_status_update_frequency: Duration,
@@ -275,6 +278,11 @@ impl Options {
     pub fn cloud_node_config(&self) -> CloudNodeConfig {
         CloudNodeConfig {
             workers: self.concurrent_node_syncs,
+            // Upstream: "If unspecified or 0, --concurrent-node-syncs is used instead".
+            status_update_workers: match self.concurrent_node_status_updates {
+                0 => self.concurrent_node_syncs,
+                n => n,
+            },
             node_status_update_frequency: self.node_status_update_frequency,
             ..CloudNodeConfig::default()
         }
@@ -364,6 +372,26 @@ mod tests {
         // Routes need --allocate-node-cidrs, as upstream.
         let reason = o.route_config().ok().and_then(Result::err);
         assert!(reason.is_some_and(|r| r.contains("--allocate-node-cidrs=false")));
+    }
+
+    #[test]
+    fn node_status_update_workers_default_to_the_node_syncs() {
+        let workers = |args: &[&str]| {
+            let mut all = vec!["--cloud-provider=fake"];
+            all.extend_from_slice(args);
+            parse(&all)
+                .map(|o| o.cloud_node_config().status_update_workers)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(workers(&[]), 1);
+        assert_eq!(workers(&["--concurrent-node-syncs=4"]), 4);
+        assert_eq!(
+            workers(&[
+                "--concurrent-node-syncs=4",
+                "--concurrent-node-status-updates=9"
+            ]),
+            9
+        );
     }
 
     #[test]

@@ -11,25 +11,27 @@
 //! * The annotation [`PROVIDED_NODE_IP_ANNOTATION`] is honoured as upstream does today: the provided IP(s) must be
 //!   among the cloud's addresses (else a Warning Event, and the taint stays) and are listed first.
 //! * An initialized Node's addresses are refreshed every
-//!   [`node_status_update_frequency`](CloudNodeConfig::node_status_update_frequency): one metadata call per node
-//!   per period, whatever the number of watch events, and a status patch only when they changed.
+//!   [`node_status_update_frequency`](CloudNodeConfig::node_status_update_frequency) by a pass of its own
+//!   (upstream's `UpdateNodeStatus`), [`status_update_workers`](CloudNodeConfig::status_update_workers) Nodes at a
+//!   time: one metadata call per node per period, whatever the number of watch events, and a status patch only
+//!   when they changed.
+//! * On an initialized Node, the GA twins of the beta zone, region and instance-type labels are kept in step on
+//!   every change (upstream's `reconcileNodeLabels`).
 //! * Errors follow the runtime's policy: a missing instance, a conflict or a cloud error keeps the taint and
 //!   retries with per-node backoff; a throttled cloud is retried after its retry-after.
 
 mod addresses;
 mod labels;
+mod status;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cloudprovider_api::{Capability, CloudError, CloudProvider, Instances, Unsupported};
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
-use parking_lot::Mutex;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -38,12 +40,16 @@ use tracing::{debug, info};
 pub use addresses::PROVIDED_NODE_IP_ANNOTATION;
 
 use crate::runtime::{
-    self, CancellationToken, EventPublisher, ReconcileError, Reconciler, RunOptions,
+    self, CancellationToken, EventPublisher, Periodic, ReconcileError, Reconciler, RunOptions,
+    object_key,
 };
 use crate::{ControllerContext, NodeSource};
 
 /// The controller's name, as upstream names it.
 pub const CONTROLLER_NAME: &str = "cloud-node-controller";
+
+/// The `name` of its `workqueue_*` metrics, as upstream's queue is called.
+const QUEUE_NAME: &str = "Nodes";
 
 /// The taint a kubelet with `--cloud-provider=external` registers its Node with; this controller removes it once
 /// the Node is initialized.
@@ -59,8 +65,11 @@ pub const SYNCED_REASON: &str = "Synced";
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct CloudNodeConfig {
-    /// How many Nodes are synced at once (upstream `--concurrent-node-syncs`, default 1).
+    /// How many Nodes are initialized at once (upstream `--concurrent-node-syncs`, default 1).
     pub workers: u16,
+    /// How many Nodes' addresses are refreshed at once (upstream `--concurrent-node-status-updates`; its 0, "as
+    /// many as `--concurrent-node-syncs`", is resolved by the flags). Zero counts as one.
+    pub status_update_workers: u16,
     /// How often an initialized Node's addresses are refreshed from the cloud (upstream
     /// `--node-status-update-frequency`, default 5 minutes).
     pub node_status_update_frequency: Duration,
@@ -72,6 +81,7 @@ impl Default for CloudNodeConfig {
     fn default() -> Self {
         Self {
             workers: 1,
+            status_update_workers: 1,
             node_status_update_frequency: Duration::from_secs(5 * 60),
             metrics: CloudNodeMetrics::default(),
         }
@@ -132,31 +142,37 @@ async fn run(
     config: CloudNodeConfig,
     shutdown: CancellationToken,
 ) {
+    let status = Periodic::new(
+        status::StatusUpdate {
+            nodes: Api::all(ctx.client.clone()),
+            store: nodes.store.clone(),
+            provider: Arc::clone(&ctx.provider),
+            workers: usize::from(config.status_update_workers),
+        },
+        ctx.metrics.clone(),
+        shutdown.clone(),
+    )
+    .run(nodes.synced.clone(), config.node_status_update_frequency);
     let workers = config.workers;
-    let reconciler = CloudNodeReconciler::new(&ctx, nodes.store.clone(), config);
-    let controller = Controller::for_shared_stream(nodes.changes, nodes.store)
+    let reconciler = CloudNodeReconciler::new(&ctx, config);
+    let queue = ctx.metrics.work_queue(QUEUE_NAME);
+    let changes = queue.track(nodes.changes, |node| Some(object_key(node.as_ref())));
+    let controller = Controller::for_shared_stream(changes, nodes.store)
         .graceful_shutdown_on(shutdown.cancelled_owned());
     let options = RunOptions {
         workers,
         events: ctx.events.clone(),
         metrics: ctx.metrics.clone(),
     };
-    runtime::run(controller, reconciler, options).await;
+    futures::join!(runtime::run(controller, reconciler, options), status);
     debug!(controller = CONTROLLER_NAME, "stopped");
 }
-
-/// When each initialized Node's addresses were last refreshed, by name (with the UID, so a re-created Node of the
-/// same name is synced at once).
-type LastSync = HashMap<String, (Option<String>, Instant)>;
 
 struct CloudNodeReconciler {
     nodes: Api<Node>,
     provider: Arc<dyn CloudProvider>,
     events: EventPublisher,
     metrics: CloudNodeMetrics,
-    frequency: Duration,
-    store: Store<Node>,
-    last_sync: Mutex<LastSync>,
 }
 
 impl Reconciler<Node> for CloudNodeReconciler {
@@ -172,16 +188,14 @@ impl Reconciler<Node> for CloudNodeReconciler {
         if has_uninitialized_taint(&node) {
             self.initialize(instances, &node).await?;
         } else {
-            // No cloud call: done on every event, not only when the periodic sync is due.
+            // No cloud call: done on every event. Addresses are the status-update pass's.
             self.reconcile_labels(&node).await?;
-            if let Some(wait) = self.not_due(&node) {
-                // Watch events do not cost cloud calls: one refresh per node per period.
-                return Ok(Action::requeue(wait));
-            }
-            self.sync_addresses(instances, &node).await?;
         }
-        self.mark_synced(&node);
-        Ok(Action::requeue(self.frequency))
+        Ok(Action::await_change())
+    }
+
+    fn queue_name(&self) -> &'static str {
+        QUEUE_NAME
     }
 
     fn failure_reason(&self, err: &ReconcileError) -> Option<&'static str> {
@@ -198,15 +212,12 @@ impl Reconciler<Node> for CloudNodeReconciler {
 }
 
 impl CloudNodeReconciler {
-    fn new(ctx: &ControllerContext, store: Store<Node>, config: CloudNodeConfig) -> Self {
+    fn new(ctx: &ControllerContext, config: CloudNodeConfig) -> Self {
         Self {
             nodes: Api::all(ctx.client.clone()),
             provider: Arc::clone(&ctx.provider),
             events: ctx.events.clone(),
             metrics: config.metrics,
-            frequency: config.node_status_update_frequency,
-            store,
-            last_sync: Mutex::new(HashMap::new()),
         }
     }
 
@@ -280,11 +291,12 @@ impl CloudNodeReconciler {
             .observe(seconds_since_creation(node));
 
         // Status after spec: the spec patch changed the resourceVersion, and addresses are ours alone, so this
-        // patch is not conditioned. Should it fail, the node is initialized and the retry takes the sync path.
+        // patch is not conditioned. Should it fail, the node is initialized and the next status-update pass (within
+        // --node-status-update-frequency) writes them.
         if let Some(addresses) = addresses
             && addresses.as_slice() != addresses::current_addresses(node)
         {
-            self.patch_addresses(&name, &addresses).await?;
+            status::patch_addresses(&self.nodes, &name, &addresses).await?;
         }
         info!(provider_id = %md.provider_id, "node initialized");
         self.events.normal(
@@ -296,70 +308,6 @@ impl CloudNodeReconciler {
             .initial_node_sync_delay
             .observe(seconds_since_creation(node));
         Ok(())
-    }
-
-    /// Refreshes an initialized Node's addresses; writes only when they changed.
-    async fn sync_addresses(
-        &self,
-        instances: &dyn Instances,
-        node: &Node,
-    ) -> Result<(), ReconcileError> {
-        let md = instances
-            .instance_metadata(node)
-            .await
-            .map_err(|e| ReconcileError::cloud("InstanceMetadata", e))?;
-        let Some(addresses) =
-            addresses::desired_addresses(node, &md.node_addresses).map_err(address_error)?
-        else {
-            debug!("the cloud reports no addresses; leaving the node's alone");
-            return Ok(());
-        };
-        if addresses.as_slice() == addresses::current_addresses(node) {
-            return Ok(());
-        }
-        info!(?addresses, "updating node addresses");
-        self.patch_addresses(&node.name_any(), &addresses).await
-    }
-
-    async fn patch_addresses(
-        &self,
-        name: &str,
-        addresses: &[k8s_openapi::api::core::v1::NodeAddress],
-    ) -> Result<(), ReconcileError> {
-        // A merge patch replaces the list whole; a strategic merge would merge by `type` and mangle nodes with two
-        // addresses of one type.
-        let patch = json!({ "status": { "addresses": addresses } });
-        self.nodes
-            .patch_status(name, &patch_params(), &Patch::Merge(&patch))
-            .await
-            .map_err(|e| ReconcileError::kube("patch Node status", e))?;
-        Ok(())
-    }
-
-    /// How long until `node`'s next address refresh, or `None` if it is due.
-    fn not_due(&self, node: &Node) -> Option<Duration> {
-        let last = self.last_sync.lock();
-        let (uid, at) = last.get(&node.name_any())?;
-        if *uid != node.metadata.uid {
-            return None;
-        }
-        self.frequency
-            .checked_sub(at.elapsed())
-            .filter(|d| !d.is_zero())
-    }
-
-    fn mark_synced(&self, node: &Node) {
-        let mut last = self.last_sync.lock();
-        last.insert(node.name_any(), (node.metadata.uid.clone(), Instant::now()));
-        // Deleted Nodes are never reconciled again: prune their entries once the map outgrows the cache.
-        let cached = self.store.state().len();
-        if last.len() > cached.saturating_mul(2).max(64) {
-            last.retain(|name, _| {
-                self.store
-                    .get(&kube::runtime::reflector::ObjectRef::new(name))
-                    .is_some()
-            });
-        }
     }
 }
 

@@ -42,6 +42,8 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::Store;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::{Instant, Interval, sleep_until};
@@ -76,8 +78,30 @@ const MAX_DEBOUNCE_FACTOR: u32 = 10;
 /// Status patches in flight at once (apiserver calls; the client's QPS limit applies on top).
 const MAX_CONCURRENT_STATUS_PATCHES: usize = 16;
 
+/// Metrics of the route controller, under upstream's names. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct RouteMetrics {
+    /// `route_controller_route_sync_total`: rounds that synced routes with the cloud (counted as each round starts,
+    /// as upstream counts them).
+    pub route_sync: Counter,
+}
+
+impl RouteMetrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "route_controller_route_sync",
+            "A metric counting the amount of times routes have been synced with the cloud provider.",
+            m.route_sync.clone(),
+        );
+        m
+    }
+}
+
 /// Settings of the route controller.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RouteConfig {
     /// The cluster's pod address ranges (upstream `--cluster-cidr`, comma-separated, dual-stack allowed). Only
@@ -90,6 +114,8 @@ pub struct RouteConfig {
     /// Quiet period after a Node change before a round starts; every further change restarts it, up to ten
     /// times this in total. Default 250ms.
     pub debounce: Duration,
+    /// Metrics (unregistered by default).
+    pub metrics: RouteMetrics,
 }
 
 impl RouteConfig {
@@ -107,6 +133,7 @@ impl RouteConfig {
             reconciliation_period: Self::DEFAULT_RECONCILIATION_PERIOD,
             max_concurrent_ops: Self::DEFAULT_MAX_CONCURRENT_OPS,
             debounce: Self::DEFAULT_DEBOUNCE,
+            metrics: RouteMetrics::default(),
         }
     }
 }
@@ -228,6 +255,7 @@ async fn run(
         store: nodes.store,
         cluster_cidrs,
         max_ops: config.max_concurrent_ops.max(1),
+        metrics: config.metrics.clone(),
     };
     let periodic = Periodic::new(shared, metrics, shutdown);
     drive(
@@ -248,12 +276,17 @@ struct Shared {
     store: Store<Node>,
     cluster_cidrs: Vec<IpNet>,
     max_ops: usize,
+    metrics: RouteMetrics,
 }
 
 /// A round is a [`PeriodicPass`]: the runtime times and counts it.
 impl PeriodicPass for Shared {
     fn name(&self) -> &'static str {
         CONTROLLER_NAME
+    }
+
+    fn queue_name(&self) -> &'static str {
+        "Routes"
     }
 
     fn pass(&self) -> impl Future<Output = PassOutcome> + Send {

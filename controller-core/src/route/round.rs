@@ -80,6 +80,7 @@ type ConditionChange = (Arc<Node>, String, Networking);
 
 /// One round: list, plan, delete, create, report.
 pub(super) async fn reconcile(shared: &Shared) -> PassOutcome {
+    shared.metrics.route_sync.inc();
     let nodes = cached_nodes(shared);
     let existing = match list_routes(shared).await {
         Ok(existing) => existing,

@@ -15,7 +15,9 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::{ErrorClass, EventPublisher, PerObjectBackoff, ReconcileError, RuntimeMetrics};
+use super::{
+    ErrorClass, EventPublisher, PerObjectBackoff, ReconcileError, RuntimeMetrics, WorkQueue,
+};
 
 /// A controller's reconcile logic. The runtime calls [`reconcile`](Self::reconcile) for each changed (or requeued)
 /// object; on error it publishes a Warning Event with [`failure_reason`](Self::failure_reason) and requeues per the
@@ -31,6 +33,13 @@ pub trait Reconciler<K>: Send + Sync + 'static {
 
     /// The reason of the Warning Event published about `obj` when reconcile fails with `err`; `None` publishes none.
     fn failure_reason(&self, err: &ReconcileError) -> Option<&'static str>;
+
+    /// The `name` label of the controller's `workqueue_*` metrics: upstream's queue name where there is one
+    /// (`Nodes`, `service`), else [`name`](Self::name). Wrap the controller's trigger streams with
+    /// `RuntimeMetrics::work_queue(queue_name).track(..)` so depth and queue latency see what waits.
+    fn queue_name(&self) -> &'static str {
+        self.name()
+    }
 }
 
 /// What the runtime needs besides the reconciler.
@@ -65,6 +74,7 @@ where
     events: EventPublisher,
     metrics: RuntimeMetrics,
     backoff: PerObjectBackoff,
+    queue: WorkQueue,
     /// The controller's cache, to forget the backoff of objects deleted while failing.
     store: Store<K>,
 }
@@ -92,7 +102,8 @@ where
     });
 }
 
-fn key<K: Resource>(obj: &K) -> String {
+/// The key of `obj` in a controller's queue and backoff: `namespace/name`, or `name` when cluster-scoped.
+pub fn object_key<K: Resource>(obj: &K) -> String {
     match obj.namespace() {
         Some(ns) => format!("{ns}/{}", obj.name_any()),
         None => obj.name_any(),
@@ -108,11 +119,13 @@ where
     R: Reconciler<K>,
 {
     let name = reconciler.name();
+    let queue = options.metrics.work_queue(reconciler.queue_name());
     let state = Arc::new(RunState {
         reconciler,
         events: options.events,
         metrics: options.metrics,
         backoff: PerObjectBackoff::default(),
+        queue,
         store: controller.store(),
     });
     controller
@@ -140,12 +153,15 @@ where
         name = obj.name_any(),
     );
     async move {
+        let key = object_key(obj.as_ref());
+        state.queue.started(&key);
         let started = Instant::now();
         let result = state.reconciler.reconcile(Arc::clone(&obj)).await;
         let seconds = started.elapsed().as_secs_f64();
+        state.queue.finished(&key);
         match &result {
             Ok(_) => {
-                state.backoff.reset(&key(obj.as_ref()));
+                state.backoff.reset(&key);
                 forget_deleted(&state.backoff, &state.store);
                 state.metrics.record(name, "success", seconds);
             }
@@ -172,8 +188,14 @@ where
 {
     forget_deleted(&state.backoff, &state.store);
     match err.class() {
-        ErrorClass::Throttled(after) => Action::requeue(after),
-        ErrorClass::Transient => Action::requeue(state.backoff.next_delay(&key(obj.as_ref()))),
+        ErrorClass::Throttled(after) => {
+            state.queue.retried();
+            Action::requeue(after)
+        }
+        ErrorClass::Transient => {
+            state.queue.retried();
+            Action::requeue(state.backoff.next_delay(&object_key(obj.as_ref())))
+        }
         ErrorClass::InvalidInput | ErrorClass::Permanent => Action::await_change(),
     }
 }

@@ -8,15 +8,17 @@ mod error;
 mod events;
 mod metrics;
 pub mod periodic;
+mod queue;
 
 pub use backoff::PerObjectBackoff;
 pub use cache::{
     CacheSource, Cached, Changes, NodeCache, NodeChanges, PodCache, SharedCache, Synced,
 };
-pub use controller::{Reconciler, RunOptions, run};
+pub use controller::{Reconciler, RunOptions, object_key, run};
 pub use error::{ErrorClass, ReconcileError};
 pub use events::EventPublisher;
 pub use metrics::{ControllerLabel, ReconcileLabels, RuntimeMetrics};
 pub use periodic::{PassOutcome, Periodic, PeriodicPass};
+pub use queue::{QueueLabel, WorkQueue, WorkQueueMetrics};
 /// The shutdown signal every controller and task takes (tokio-util's, re-exported so callers need no extra dependency).
 pub use tokio_util::sync::CancellationToken;

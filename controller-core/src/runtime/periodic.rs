@@ -6,7 +6,8 @@
 //!   list (an empty cache is not "no objects"), abandoned on shutdown;
 //! * [`ticker`]: one pass per period, delayed rather than bursting after a late pass;
 //! * [`run_pass`](Periodic::run_pass): one pass, timed and counted in the shared reconcile metrics
-//!   (`cloud_controller_reconcile_total{controller, result}`, `cloud_controller_reconcile_duration_seconds`);
+//!   (`cloud_controller_reconcile_total{controller, result}`, `cloud_controller_reconcile_duration_seconds`) and
+//!   as one item of the pass's work queue (`workqueue_*{name}`);
 //! * [`throttled_until`](Periodic::throttled_until): when the cloud's retry-after lets the next pass start;
 //! * [`unless_shutdown`](Periodic::unless_shutdown): any wait, abandoned on shutdown.
 //!
@@ -50,6 +51,12 @@ impl PassOutcome {
 pub trait PeriodicPass: Send + Sync + 'static {
     /// The controller's name, as upstream names it; used in logs and metrics.
     fn name(&self) -> &'static str;
+
+    /// The `name` label of the pass's `workqueue_*` metrics (a pass is one item): upstream's queue name where
+    /// there is one (`Routes`), else [`name`](Self::name).
+    fn queue_name(&self) -> &'static str {
+        self.name()
+    }
 
     /// Brings the world in line with the cache once. A pass is abandoned (dropped) on shutdown, so each of its
     /// steps must be safe to redo: the next pass, or the next leader, does it again.
@@ -146,9 +153,15 @@ impl<P: PeriodicPass> Periodic<P> {
     pub fn run_pass(&self) -> impl Future<Output = PassOutcome> + Send + 'static {
         let pass = Arc::clone(&self.pass);
         let metrics = self.metrics.clone();
+        let queue = metrics.work_queue(pass.queue_name());
         async move {
             let started = std::time::Instant::now();
+            queue.started("pass");
             let outcome = pass.pass().await;
+            queue.finished("pass");
+            if outcome != PassOutcome::default() {
+                queue.retried();
+            }
             metrics.record(
                 pass.name(),
                 outcome.result_label(),

@@ -41,13 +41,16 @@ pub use target_nodes::{
     is_load_balancer_target,
 };
 
-use crate::runtime::{self, CancellationToken, RunOptions};
+use crate::runtime::{self, CancellationToken, RunOptions, object_key};
 use crate::{ControllerContext, NodeSource};
 use reconcile::{ServiceReconciler, Shared};
 use target_nodes::{TargetSet, TargetTracker, track_target_nodes};
 
 /// The controller's name, as upstream names it.
 pub const CONTROLLER_NAME: &str = "service-lb-controller";
+
+/// The `name` of its `workqueue_*` metrics, as upstream's queue is called.
+pub(crate) const QUEUE_NAME: &str = "service";
 
 /// Finalizer that keeps a Service until its load balancer is deleted.
 pub const FINALIZER: &str = "service.kubernetes.io/load-balancer-cleanup";
@@ -142,6 +145,14 @@ async fn run(
     .modify(strip_unread_fields)
     .reflect(writer)
     .applied_objects();
+    let queue = ctx.metrics.work_queue(QUEUE_NAME);
+    let watched = queue.track(watched, |svc| svc.as_ref().ok().map(object_key));
+    let triggers = queue.track(triggers, |svc| {
+        Some(match &svc.namespace {
+            Some(ns) => format!("{ns}/{}", svc.name),
+            None => svc.name.clone(),
+        })
+    });
     let controller = Controller::for_stream(watched, reader)
         .reconcile_on(triggers)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());

@@ -81,6 +81,10 @@ impl Reconciler<Service> for ServiceReconciler {
         CONTROLLER_NAME
     }
 
+    fn queue_name(&self) -> &'static str {
+        super::QUEUE_NAME
+    }
+
     async fn reconcile(&self, svc: Arc<Service>) -> Result<Action, ReconcileError> {
         let key = key_of(&svc);
         let targets = self.shared.targets();

@@ -69,7 +69,12 @@ impl ManagedController for PowerLabels {
             resync: self.resync,
         };
         Box::pin(async move {
-            let controller = Controller::for_shared_stream(nodes.changes, nodes.store)
+            // Counted in `workqueue_*{name="power-labels-controller"}` (the reconciler's name) while they wait.
+            let queue = ctx.metrics.work_queue("power-labels-controller");
+            let changes = queue.track(nodes.changes, |node| {
+                Some(runtime::object_key(node.as_ref()))
+            });
+            let controller = Controller::for_shared_stream(changes, nodes.store)
                 .graceful_shutdown_on(shutdown.cancelled_owned());
             let options = RunOptions::new(1, ctx.events.clone(), ctx.metrics.clone());
             runtime::run(controller, reconciler, options).await;
