@@ -168,3 +168,50 @@ async fn instance_states_batches_describe_instances() {
             .all(|s| matches!(s, Ok(InstanceState::Gone)))
     );
 }
+
+/// Upstream's metric names on the manager's registry: latency of calls that succeeded, errors of calls that failed
+/// (here: a cloud whose endpoint refuses connections), `errors` without the `_total` suffix as upstream exposes it.
+#[tokio::test]
+async fn api_calls_are_exported_under_upstreams_metric_names() {
+    use cloudprovider_api::CloudProvider;
+    let env = env().await;
+    let instance = env.launch(1, 1).await.remove(0);
+    let mut registry = prometheus_client::registry::Registry::default();
+    env.cloud.register_metrics(&mut registry);
+    env.cloud
+        .instance_metadata(&node(&instance, false))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let unreachable = crate::common::cloud(provider_aws::AwsConfig {
+        endpoint_url: Some("http://127.0.0.1:1".into()),
+        ..crate::common::base_config(&env._moto)
+    })
+    .await;
+    unreachable.register_metrics(&mut registry);
+    assert!(
+        unreachable
+            .instance_metadata(&node(&instance, false))
+            .await
+            .is_err()
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    };
+    assert!(
+        value(
+            r#"cloudprovider_aws_api_request_duration_seconds_count{request="DescribeInstances"}"#
+        ) >= 1.0
+    );
+    assert!(
+        text.contains("# TYPE cloudprovider_aws_api_request_errors unknown"),
+        "{text}"
+    );
+    assert!(value(r#"cloudprovider_aws_api_request_errors{request="DescribeInstances"}"#) >= 1.0);
+}
