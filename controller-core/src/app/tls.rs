@@ -60,7 +60,7 @@ pub fn cert_paths(
                 cert: cert_dir.join(format!("{component}.crt")),
                 key: cert_dir.join(format!("{component}.key")),
             };
-            if load_certified_key(&paths).is_ok() {
+            if load_certified_key(&paths).is_ok() && !due_for_renewal(&paths.cert) {
                 return Ok(paths);
             }
             write_self_signed(&paths, cert_dir)?;
@@ -107,7 +107,35 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
 
-/// A self-signed certificate for `localhost`, `127.0.0.1`, `::1` and the hostname: (certificate PEM, key PEM).
+/// How long the self-signed certificates are valid (upstream's: a year, from an hour ago).
+const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// A self-signed pair in `--cert-dir` older than this is replaced at startup, a month before it expires.
+const SELF_SIGNED_RENEW_AFTER: Duration = Duration::from_secs(335 * 24 * 60 * 60);
+
+/// Whether the self-signed certificate at `cert` was written long enough ago to be replaced (or its age is unknown).
+fn due_for_renewal(cert: &Path) -> bool {
+    std::fs::metadata(cert)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|written| written.elapsed().ok())
+        .is_none_or(|age| age > SELF_SIGNED_RENEW_AFTER)
+}
+
+/// `[now - 1h, now - 1h + 1 year]`, as upstream's self-signed certificates.
+fn validity() -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let from = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let until = from
+        + time::Duration::seconds(
+            i64::try_from(SELF_SIGNED_VALIDITY.as_secs()).unwrap_or(i64::MAX),
+        );
+    (from, until)
+}
+
+/// A self-signed serving certificate as upstream's (`GenerateSelfSignedCertKey`): a CA `<host>-ca@<time>` and a
+/// serving certificate `<host>@<time>` it signed, for `localhost`, `127.0.0.1`, `::1` and the hostname, each valid
+/// a year from an hour ago. Returns (serving certificate then CA certificate as one PEM bundle, serving key PEM):
+/// a client that trusts the CA verifies the serving certificate.
 pub fn self_signed() -> Result<(String, String), rcgen::Error> {
     let loopback = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
@@ -127,12 +155,34 @@ pub fn self_signed() -> Result<(String, String), rcgen::Error> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
+    let (not_before, not_after) = validity();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("localhost-ca@{now}"));
+    ca_params.not_before = not_before;
+    ca_params.not_after = not_after;
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, format!("localhost@{now}"));
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = not_before;
+    params.not_after = not_after;
     let key = rcgen::KeyPair::generate()?;
-    let cert = params.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    let cert = params.signed_by(&key, &ca, &ca_key)?;
+    Ok((format!("{}{}", cert.pem(), ca.pem()), key.serialize_pem()))
 }
 
 /// Loads a certificate chain and its key, checking that they belong together.
@@ -269,6 +319,51 @@ pub fn server_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn self_signed_is_a_serving_certificate_of_its_own_ca_valid_for_a_year() {
+        use rustls::client::danger::ServerCertVerifier;
+        let (bundle, _key) = self_signed().unwrap_or_else(|e| panic!("{e}"));
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bundle.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(certs.len(), 2, "serving certificate, then CA");
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(certs[1].clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"));
+        let verify_at = |offset: Duration, forward: bool| {
+            let now = SystemTime::now();
+            let at = if forward { now + offset } else { now - offset };
+            let at = rustls_pki_types::UnixTime::since_unix_epoch(
+                at.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default(),
+            );
+            verifier.verify_server_cert(
+                &certs[0],
+                &[],
+                &rustls_pki_types::ServerName::try_from("localhost")
+                    .unwrap_or_else(|e| panic!("{e}")),
+                &[],
+                at,
+            )
+        };
+        assert!(verify_at(Duration::ZERO, true).is_ok());
+        assert!(verify_at(Duration::from_secs(364 * 24 * 3600), true).is_ok());
+        assert!(
+            verify_at(Duration::from_secs(366 * 24 * 3600), true).is_err(),
+            "expires after a year"
+        );
+        assert!(
+            verify_at(Duration::from_secs(2 * 3600), false).is_err(),
+            "not valid before an hour ago"
+        );
+    }
 
     #[test]
     fn generates_then_reuses_then_reloads() {
