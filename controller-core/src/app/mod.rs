@@ -38,11 +38,11 @@ mod error;
 mod options;
 mod process;
 mod rest_metrics;
+mod secure_serving;
 mod serving;
 mod tls;
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +63,7 @@ pub use rest_metrics::{
     RequestLatencyLabels, RequestResultLabels, RestClientMetered, RestClientMetrics,
     RestClientMetricsLayer,
 };
+pub use secure_serving::{Prepared, SecureServingOptions};
 pub use serving::{Check, Delegation, Endpoints, serve, serve_secure};
 pub use tls::{CertPaths, ReloadingCert, load_certified_key, self_signed, server_config};
 
@@ -251,13 +252,8 @@ impl App {
         options.check()?;
         let lease = options.lease_config(self.component)?;
         let component = self.component;
-        let port = options.secure_port.unwrap_or(self.default_port);
         // The serving certificate and client CA are checked before anything connects.
-        let tls = if port != 0 {
-            Some(secure_serving_tls(&options, component)?)
-        } else {
-            None
-        };
+        let serving = options.serving.prepare(component, self.default_port)?;
         let providers = std::mem::take(&mut self.providers);
         // `--controllers` is checked against every registered controller before anything connects.
         let mut metrics = Registry::default();
@@ -279,20 +275,10 @@ impl App {
         if manager.runnable().is_empty() {
             warn!("no controller will run: check --controllers and the provider's capabilities");
         }
-        let delegation = match tls {
-            Some(_) => Some(delegation(&options, &client).await?),
-            None => None,
-        };
-        let elector = leader_elector(&options, client, lease, &mut metrics)?;
-        if let (Some(tls), Some(delegation)) = (tls, delegation) {
-            let addr = SocketAddr::new(options.bind_address, port);
-            serve_secure(
-                addr,
-                endpoints(metrics, elector.as_ref(), &manager.status()),
-                tls,
-                Arc::new(delegation),
-            )
-            .await?;
+        let elector = leader_elector(&options, client.clone(), lease, &mut metrics)?;
+        if let Some(serving) = serving {
+            let endpoints = endpoints(metrics, elector.as_ref(), &manager.status());
+            let addr = serving.serve(&options.serving, &client, endpoints).await?;
             info!(%addr, "serving /healthz, /readyz and /metrics over HTTPS");
         }
         info!(component, controllers = ?manager.runnable(), "starting");
@@ -412,61 +398,6 @@ async fn initialize_provider(
         "cloud provider initialized"
     );
     Ok(())
-}
-
-/// The TLS configuration of `--secure-port` from `--tls-cert-file`/`--tls-private-key-file` (or `--cert-dir`) and
-/// `--client-ca-file`.
-fn secure_serving_tls(
-    options: &Options,
-    component: &str,
-) -> Result<Arc<rustls::ServerConfig>, AppError> {
-    let paths = options.serving_cert_paths(component)?;
-    let flags = if options.tls_cert_file.is_some() {
-        "--tls-cert-file/--tls-private-key-file"
-    } else {
-        "--cert-dir"
-    };
-    let cert = Arc::new(ReloadingCert::new(paths, flags)?);
-    server_config(cert, options.client_ca_file.as_deref()).map(Arc::new)
-}
-
-/// Delegated authentication and authorization with `--authentication-kubeconfig`/`--authorization-kubeconfig`,
-/// or the app's own client.
-async fn delegation(options: &Options, client: &kube::Client) -> Result<Delegation, AppError> {
-    async fn client_of(
-        path: Option<&std::path::Path>,
-        flag: &'static str,
-        default: &kube::Client,
-    ) -> Result<kube::Client, AppError> {
-        let Some(path) = path else {
-            return Ok(default.clone());
-        };
-        let config = kube_config(Some(path), None)
-            .await
-            .map_err(|e| AppError::flag(flag, e.to_string()))?;
-        kube::Client::try_from(config).map_err(|e| AppError::flag(flag, e.to_string()))
-    }
-    let authn = client_of(
-        options.authentication_kubeconfig.as_deref(),
-        "--authentication-kubeconfig",
-        client,
-    )
-    .await?;
-    let authz = client_of(
-        options.authorization_kubeconfig.as_deref(),
-        "--authorization-kubeconfig",
-        client,
-    )
-    .await?;
-    Ok(Delegation::new(
-        Authenticator::new(authn, options.authentication_token_webhook_cache_ttl),
-        Authorizer::new(
-            authz,
-            options.authorization_webhook_cache_authorized_ttl,
-            options.authorization_webhook_cache_unauthorized_ttl,
-        ),
-        options.authorization_always_allow_paths.clone(),
-    ))
 }
 
 fn leader_elector(

@@ -1,6 +1,5 @@
 //! Upstream's controller-manager flags, checked before anything touches the cluster or the cloud.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use lease_election::LeaseConfig;
 use super::AppError;
 use super::client::RateLimitLayer;
 use super::process::default_identity;
-use super::tls::{CertPaths, cert_paths};
+use super::secure_serving::SecureServingOptions;
 use crate::cloud_node::CloudNodeConfig;
 use crate::node_lifecycle::NodeLifecycleConfig;
 use crate::route::{RouteConfig, parse_cluster_cidrs};
@@ -120,54 +119,9 @@ pub struct Options {
     /// How often not-Ready Nodes are checked against the cloud.
     #[arg(long = "node-monitor-period", default_value = "5s", value_parser = humantime::parse_duration)]
     pub node_monitor_period: Duration,
-    /// HTTPS port of `/healthz`, `/readyz` and `/metrics`; 0 serves nothing (default: the component's, 10258 for
-    /// the cloud-controller-manager).
-    #[arg(long = "secure-port")]
-    pub secure_port: Option<u16>,
-    /// Address of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long = "bind-address", default_value = "0.0.0.0")]
-    pub bind_address: IpAddr,
-    /// The serving certificate (PEM, leaf first, then intermediates); re-read when it changes on disk. Without it
-    /// (and `--tls-private-key-file`), a self-signed certificate is generated in `--cert-dir`.
-    #[arg(long = "tls-cert-file")]
-    pub tls_cert_file: Option<PathBuf>,
-    /// The private key of `--tls-cert-file` (PEM).
-    #[arg(long = "tls-private-key-file")]
-    pub tls_private_key_file: Option<PathBuf>,
-    /// Where the self-signed certificate is kept (`<component>.crt`, `<component>.key`; reused while readable),
-    /// ignored when `--tls-cert-file` and `--tls-private-key-file` are given (default:
-    /// `<temp dir>/kube-cloud-rs/<component>`; upstream's cloud-controller-manager defaults to none and keeps its
-    /// self-signed certificate in memory).
-    #[arg(long = "cert-dir")]
-    pub cert_dir: Option<PathBuf>,
-    /// A CA bundle (PEM): a client certificate signed by it authenticates as its CN, in the groups of its Os.
-    #[arg(long = "client-ca-file")]
-    pub client_ca_file: Option<PathBuf>,
-    /// Kubeconfig of the TokenReviews that authenticate bearer tokens (default: the app's own client).
-    #[arg(long = "authentication-kubeconfig")]
-    pub authentication_kubeconfig: Option<PathBuf>,
-    /// How long a TokenReview's answer is cached.
-    #[arg(long = "authentication-token-webhook-cache-ttl", default_value = "10s",
-          value_parser = humantime::parse_duration)]
-    pub authentication_token_webhook_cache_ttl: Duration,
-    /// Kubeconfig of the SubjectAccessReviews that authorize requests (default: the app's own client).
-    #[arg(long = "authorization-kubeconfig")]
-    pub authorization_kubeconfig: Option<PathBuf>,
-    /// Paths served without authentication or authorization (`/prefix*` matches a prefix).
-    #[arg(
-        long = "authorization-always-allow-paths",
-        value_delimiter = ',',
-        default_value = "/healthz,/readyz,/livez"
-    )]
-    pub authorization_always_allow_paths: Vec<String>,
-    /// How long an allowing SubjectAccessReview is cached.
-    #[arg(long = "authorization-webhook-cache-authorized-ttl", default_value = "10s",
-          value_parser = humantime::parse_duration)]
-    pub authorization_webhook_cache_authorized_ttl: Duration,
-    /// How long a denying SubjectAccessReview is cached.
-    #[arg(long = "authorization-webhook-cache-unauthorized-ttl", default_value = "10s",
-          value_parser = humantime::parse_duration)]
-    pub authorization_webhook_cache_unauthorized_ttl: Duration,
+    /// The secure port: HTTPS, certificates, delegated authentication and authorization.
+    #[command(flatten)]
+    pub serving: SecureServingOptions,
     /// Log format.
     #[arg(long = "logging-format", value_enum, default_value_t = LoggingFormat::Text)]
     pub logging_format: LoggingFormat,
@@ -255,25 +209,6 @@ impl Options {
         Ok(Ok(config))
     }
 
-    /// The serving certificate's files: `--tls-cert-file`/`--tls-private-key-file`, or the self-signed pair of
-    /// `--cert-dir` (generated and written there when missing).
-    pub fn serving_cert_paths(&self, component: &str) -> Result<CertPaths, AppError> {
-        let default_dir;
-        let cert_dir = match &self.cert_dir {
-            Some(dir) => dir.as_path(),
-            None => {
-                default_dir = std::env::temp_dir().join("kube-cloud-rs").join(component);
-                default_dir.as_path()
-            }
-        };
-        cert_paths(
-            self.tls_cert_file.as_deref(),
-            self.tls_private_key_file.as_deref(),
-            cert_dir,
-            component,
-        )
-    }
-
     /// The cloud-node controller's settings from the flags.
     pub fn cloud_node_config(&self) -> CloudNodeConfig {
         CloudNodeConfig {
@@ -356,13 +291,13 @@ mod tests {
             .lease_config("cloud-controller-manager")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(lease.name, "cloud-controller-manager");
-        assert_eq!(o.secure_port, None);
+        assert_eq!(o.serving.secure_port, None);
         assert_eq!(
-            o.authorization_always_allow_paths,
+            o.serving.authorization_always_allow_paths,
             vec!["/healthz", "/readyz", "/livez"]
         );
         assert_eq!(
-            o.authentication_token_webhook_cache_ttl,
+            o.serving.authentication_token_webhook_cache_ttl,
             Duration::from_secs(10)
         );
         assert_eq!((o.kube_api_qps, o.kube_api_burst), (20.0, 30));
