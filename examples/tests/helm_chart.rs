@@ -288,6 +288,11 @@ fn assert_default(objects: &[Value]) {
     ] {
         assert_arg(&args, arg);
     }
+    // The node's resolver: cluster DNS may wait for the CCM (docs/kubeadm.md).
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["dnsPolicy"],
+        "Default"
+    );
     let volumes = &deployment["spec"]["template"]["spec"]["volumes"];
     assert!(
         volumes
