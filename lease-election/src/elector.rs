@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::clock::after;
 use crate::contender::{Attempt, Contender};
 use crate::leadership::{Leadership, LeadershipControl};
 use crate::metrics::{LeaderElectionMetrics, LeaseLabels};
@@ -176,7 +177,7 @@ impl LeaderElector {
             return Ok(());
         };
         let since = last.elapsed();
-        let allowed = self.config.lease_duration + timeout;
+        let allowed = self.config.lease_duration.saturating_add(timeout);
         if since > allowed {
             return Err(Unhealthy { since, allowed });
         }
@@ -229,7 +230,7 @@ impl LeaderElector {
         let (control, leadership) = LeadershipControl::new(
             &self.config.identity,
             epoch,
-            sent + self.config.renew_deadline,
+            after(sent, self.config.renew_deadline),
         );
         *self.shared.last_renew.lock() = Some(sent);
         self.shared
@@ -284,7 +285,7 @@ impl LeaderElector {
             let now = Instant::now();
             // Wake at expiry of the holder's claim (exactly), or after a jittered retry period; a watch event (e.g. a
             // release) wakes us at once.
-            let retry = now + jittered(self.config.retry_period);
+            let retry = after(now, jittered(self.config.retry_period));
             let next = match &c.observed {
                 Some(o) if o.held_by_other(&self.config.identity, now) => {
                     if poll {
@@ -321,7 +322,7 @@ impl LeaderElector {
         let me = self.config.identity.as_str();
         loop {
             let deadline = control.valid_until();
-            let next = last_sent + self.config.retry_period;
+            let next = after(last_sent, self.config.retry_period);
             tokio::select! {
                 biased;
                 () = sleep_until(deadline) => return,
@@ -345,11 +346,11 @@ impl LeaderElector {
             };
             match attempt {
                 Attempt::Holding { sent } => {
-                    if sent + self.config.renew_deadline <= Instant::now() {
+                    if after(sent, self.config.renew_deadline) <= Instant::now() {
                         // Proof of a write so old it no longer protects us.
                         continue;
                     }
-                    control.extend(sent + self.config.renew_deadline);
+                    control.extend(after(sent, self.config.renew_deadline));
                     *self.shared.last_renew.lock() = Some(sent);
                     last_sent = sent;
                     if let Some(m) = &self.shared.metrics {

@@ -33,6 +33,7 @@
 
 mod authn;
 mod authz;
+mod bounds;
 mod client;
 mod error;
 mod options;
@@ -54,6 +55,10 @@ use tracing::{info, warn};
 
 pub use authn::{Authenticator, AuthnError, UserInfo, user_from_certificate};
 pub use authz::{Authorizer, Decision, always_allowed};
+pub use bounds::{
+    MAX_KUBE_API_BURST, MAX_KUBE_API_QPS, MAX_PERIOD, MIN_KUBE_API_QPS, check_duration, check_rate,
+    leader_elect_flag_error,
+};
 pub use client::{RateLimitLayer, RateLimited, kube_config, rate_limited_client};
 pub use error::AppError;
 pub use options::{LoggingFormat, Options};
@@ -470,7 +475,7 @@ fn leader_elector(
     let le_metrics = LeaderElectionMetrics::register(metrics);
     LeaderElector::with_metrics(client, lease, le_metrics)
         .map(Some)
-        .map_err(|e| AppError::flag("--leader-elect-*", e.to_string()))
+        .map_err(leader_elect_flag_error)
 }
 
 /// `/healthz` and `/livez`: the leader-election watchdog. `/readyz` also: the caches the controllers asked for have

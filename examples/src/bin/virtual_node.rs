@@ -17,12 +17,17 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use cloudprovider_api::VirtualNodeProvider;
-use controller_core::app::{Endpoints, init_tracing, kube_config, serve, shutdown_signal};
+use controller_core::app::{
+    Endpoints, check_duration, init_tracing, kube_config, serve, shutdown_signal,
+};
 use controller_core::heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatMetrics};
 use controller_core::runtime::{CancellationToken, EventPublisher, RuntimeMetrics};
 use controller_core::virtual_node::{VirtualNode, VirtualNodeConfig};
 use k8s_openapi::api::core::v1::Taint;
 use prometheus_client::registry::Registry;
+
+/// The longest `--node-lease-duration-seconds`: one day (the heartbeat's bound).
+const MAX_LEASE_SECONDS: u64 = 24 * 60 * 60;
 
 #[derive(Parser, Debug)]
 #[command(about = "A virtual node: pods bound to it run in a provider")]
@@ -46,10 +51,12 @@ struct Args {
     #[arg(long = "disable-taint")]
     disable_taint: bool,
     /// Pods reconciled at once.
-    #[arg(long = "pod-sync-workers", default_value_t = 10)]
+    #[arg(long = "pod-sync-workers", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..))]
     pod_sync_workers: u16,
     /// `leaseDurationSeconds` of the node Lease (renewed every quarter of it).
-    #[arg(long = "node-lease-duration-seconds", default_value_t = 40)]
+    #[arg(long = "node-lease-duration-seconds", default_value_t = 40,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_LEASE_SECONDS))]
     lease_seconds: u64,
     /// Post node status at least this often.
     #[arg(long = "node-status-report-frequency", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -110,6 +117,11 @@ fn provider(name: &str, node: &str) -> anyhow::Result<Arc<dyn VirtualNodeProvide
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     let args = Args::parse();
+    check_duration(
+        "--node-status-report-frequency",
+        args.status_report_frequency,
+        Duration::from_nanos(1),
+    )?;
     let mut config = VirtualNodeConfig::new(&args.nodename, &args.provider);
     config.labels = parse_labels(&args.node_labels)?;
     config.taints = parse_taints(&args.taints)?;
