@@ -20,6 +20,10 @@ use crate::leadership::{Leadership, LeadershipControl};
 use crate::metrics::{LeaderElectionMetrics, LeaseLabels};
 use crate::{ConfigError, LeaseConfig};
 
+/// How long a graceful exit waits for the Lease release: a process must exit within about a second of SIGTERM even
+/// when the apiserver does not answer.
+const RELEASE_TIMEOUT: Duration = Duration::from_millis(800);
+
 /// What this candidate knows about leadership.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaderState {
@@ -258,8 +262,12 @@ impl LeaderElector {
                 self.shared.state.send_replace(LeaderState::Lost);
             }
             _ => {
-                if self.config.release_on_cancel {
-                    c.release().await;
+                if self.config.release_on_cancel
+                    && tokio::time::timeout(RELEASE_TIMEOUT, c.release())
+                        .await
+                        .is_err()
+                {
+                    warn!("releasing the Lease timed out; others take over when it expires");
                 }
                 c.publish_following();
             }
@@ -276,7 +284,15 @@ impl LeaderElector {
         // Without a watch, a follower reads the Lease every retry period, as client-go does.
         let poll = !self.config.watch;
         loop {
-            match c.try_acquire_or_renew(poll).await {
+            // Shutdown also interrupts a request in flight (an unreachable apiserver must not delay the exit by a
+            // request timeout). If that request was a write that landed, the Lease stays ours until it expires;
+            // the guarded work never ran.
+            let attempt = tokio::select! {
+                biased;
+                _ = shutdown.as_mut() => return None,
+                a = c.try_acquire_or_renew(poll) => a,
+            };
+            match attempt {
                 Attempt::Holding { sent } => return Some(sent),
                 Attempt::HeldByOther => {}
                 Attempt::Failed => self.record_failure(),

@@ -232,7 +232,6 @@ impl App {
     /// lost or a controller fails (an error, so the process exits non-zero and is restarted, as upstream).
     /// Every flag is checked before anything connects.
     pub async fn run(self, options: Options) -> Result<(), AppError> {
-        let started = self.start(options).await?;
         let shutdown = CancellationToken::new();
         tokio::spawn({
             let shutdown = shutdown.clone();
@@ -242,6 +241,12 @@ impl App {
                 shutdown.cancel();
             }
         });
+        // SIGTERM during startup (e.g. an unreachable apiserver or cloud) exits at once, like later.
+        let started = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ok(()),
+            started = self.start(options) => started?,
+        };
         started.run(shutdown).await
     }
 
@@ -545,20 +550,27 @@ pub fn exit(result: Result<(), AppError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                let text = cause.to_string();
-                if !message.contains(&text) {
-                    message.push_str(": ");
-                    message.push_str(&text);
-                }
-                source = cause.source();
-            }
-            eprintln!("error: {message}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `e` with its causes, each once: our errors' Display already includes their cause (so a log line `error = %e` is
+/// complete), and a cause whose text is already there is not repeated. What every binary prints before exiting 1
+/// (never a `Debug` dump or a backtrace).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 /// Parses `args` (the first is the program name) as a `component`'s flags: for tests and binaries that check

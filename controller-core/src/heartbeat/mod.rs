@@ -302,8 +302,10 @@ mod tests {
     #[test]
     fn durations_are_bounded() {
         let too_long = Duration::from_secs(u64::MAX / 2);
-        let mut config = HeartbeatConfig::default();
-        config.lease_duration = too_long;
+        let config = HeartbeatConfig {
+            lease_duration: too_long,
+            ..HeartbeatConfig::default()
+        };
         assert!(matches!(
             config.validate(),
             Err(HeartbeatError::InvalidConfig {
@@ -311,8 +313,10 @@ mod tests {
                 ..
             })
         ));
-        let mut config = HeartbeatConfig::default();
-        config.status_report_frequency = too_long;
+        let config = HeartbeatConfig {
+            status_report_frequency: too_long,
+            ..HeartbeatConfig::default()
+        };
         assert!(matches!(
             config.validate(),
             Err(HeartbeatError::InvalidConfig {

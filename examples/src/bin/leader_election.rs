@@ -67,10 +67,13 @@ fn say(identity: &str, what: &str) {
     println!("{micros} {identity} {what}");
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     init_tracing();
     let args = Args::parse();
+    kube_cloud_examples::run_main(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let identity = args.id.clone().unwrap_or_else(default_identity);
     let mut config = LeaseConfig::new(&args.namespace, &args.name, &identity).with_timings(
         args.lease_duration,

@@ -264,7 +264,7 @@ impl NodeGroupSpec {
             ("memory", &template.memory),
             ("pods", &template.pods),
         ] {
-            if !parse_quantity(value).is_some_and(|q| q >= 0) {
+            if parse_quantity(value).is_none_or(|q| q < 0) {
                 return Err(FakeError::config(
                     format!("{field}.template.{name}"),
                     "must be a non-negative Kubernetes quantity such as \"2\", \"500m\" or \"4Gi\"",
