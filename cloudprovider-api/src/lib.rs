@@ -58,6 +58,7 @@ mod load_balancers;
 mod node_groups;
 mod provider;
 mod provider_id;
+mod quantity;
 mod registry;
 mod routes;
 mod unsupported;
@@ -77,6 +78,7 @@ pub use node_groups::{
 };
 pub use provider::{Capabilities, Capability, CloudProvider, InitContext};
 pub use provider_id::{PROVIDER_ID_FIELD, ProviderId, node_provider_id};
+pub use quantity::parse_quantity;
 pub use registry::{NO_PROVIDER_NAMES, ProviderRegistry, RegistryError};
 pub use routes::{Route, Routes};
 pub use unsupported::Unsupported;

@@ -245,8 +245,43 @@ fn parse_config<C: DeserializeOwned>(
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
-        invalid(field, e.into_inner().to_string())
+        let message = e.into_inner().to_string();
+        // serde_yaml_ng starts with the path too; it is reported once, as `field`.
+        let message = message
+            .strip_prefix(&format!("{field}: "))
+            .unwrap_or(&message);
+        invalid(field, without_value(message))
     })
+}
+
+/// serde's message without the value it quotes: `invalid type: string "s3cr3t", expected u32` becomes
+/// `invalid type: string, expected u32` (a secret pasted into the wrong field must not end up in logs). The same for
+/// `invalid value: …` and `unknown variant …`; the field path, the expected type and YAML's location stay.
+fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        // serde_yaml_ng puts the path first (`size: invalid type: …`).
+        let Some(start) = message.find(prefix) else {
+            continue;
+        };
+        let (path, rest) = (&message[..start], &message[start + prefix.len()..]);
+        // The expectation follows the value, so the last ", expected " is serde's own.
+        let Some(at) = rest.rfind(", expected ") else {
+            return format!("{path}{prefix}(value not shown)");
+        };
+        // What kind of value it was (`string`, `integer`, `floating point`, …): the words before the quote.
+        let kind = rest[..at]
+            .split(['"', '`', '\''])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        let kind = if prefix == "unknown variant " || kind.is_empty() {
+            String::new()
+        } else {
+            format!("{kind} ")
+        };
+        return format!("{path}{prefix}{kind}(value not shown){}", &rest[at..]);
+    }
+    message.to_owned()
 }
 
 #[cfg(test)]
@@ -335,6 +370,68 @@ mod tests {
             let msg = missing.err().map(|e| e.to_string()).unwrap_or_default();
             assert!(msg.contains("clusterId"), "{msg}");
         });
+    }
+
+    /// Regression (issue 21, finding 4): a value of the wrong type was echoed back (`invalid type: string
+    /// "s3cr3t", expected u32`), so a secret pasted into the wrong field ended up in logs.
+    #[test]
+    fn config_errors_name_the_field_and_type_but_not_the_value() {
+        #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        #[allow(dead_code)]
+        struct Typed {
+            #[serde(default)]
+            size: u32,
+            #[serde(default)]
+            mode: Option<Mode>,
+            #[serde(default)]
+            nested: Vec<Typed>,
+        }
+        #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+        enum Mode {
+            Fast,
+        }
+        let mut r = ProviderRegistry::new();
+        let res = r.register("typed", |_: Option<Typed>| async move {
+            Ok(Arc::new(Named("t".into())) as Arc<dyn CloudProvider>)
+        });
+        assert!(res.is_ok());
+        rt().block_on(async {
+            for (text, field, expected) in [
+                ("size: s3cr3t", "size", "expected u32"),
+                ("{\"size\": \"s3cr3t\"}", "size", "expected u32"),
+                ("size: -77123", "size", "expected u32"),
+                (
+                    "nested: [{size: 1.5e300}]",
+                    "nested[0].size",
+                    "expected u32",
+                ),
+                ("mode: s3cr3t", "mode", "expected"),
+                ("size: \"s3cr3t, expected u8\"", "size", "expected u32"),
+            ] {
+                let err = r.build_from_str("typed", Some(text)).await.err();
+                let Some(RegistryError::InvalidConfig {
+                    field: f, message, ..
+                }) = err
+                else {
+                    panic!("{text}: expected InvalidConfig, got {err:?}");
+                };
+                assert_eq!(f, field, "{text}: {message}");
+                assert!(message.contains(expected), "{text}: {message}");
+                assert!(!message.starts_with(&format!("{field}:")), "{message}");
+                for leaked in ["s3cr3t", "77123", "1.5e300"] {
+                    assert!(!message.contains(leaked), "{text}: {message}");
+                }
+            }
+        });
+        assert_eq!(
+            without_value("invalid type: string \"x\", expected u32 at line 1 column 7"),
+            "invalid type: string (value not shown), expected u32 at line 1 column 7"
+        );
+        assert_eq!(
+            without_value("missing field `clusterId`"),
+            "missing field `clusterId`"
+        );
     }
 
     #[test]

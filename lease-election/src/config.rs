@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// The longest lease duration, renew deadline, retry period and request timeout accepted: one day. Longer values
+/// would make failover take longer than any supervisor waits, and `Instant + Duration` on some platforms
+/// overflows for values near `Duration::MAX`.
+pub const MAX_TIMING: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Why a [`LeaseConfig`] is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -16,6 +21,16 @@ pub enum ConfigError {
         field: &'static str,
         /// Its value.
         value: Duration,
+    },
+    /// A duration is longer than [`MAX_TIMING`].
+    #[error("leader election: {field} must be at most {max:?}, got {value:?}")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: Duration,
+        /// The bound, [`MAX_TIMING`].
+        max: Duration,
     },
     /// The durations are not ordered as `lease_duration > renew_deadline > 1.2 × retry_period`.
     #[error(
@@ -110,7 +125,7 @@ impl LeaseConfig {
         self
     }
 
-    /// Checks client-go's rules: names non-empty; durations ≥ 1s; lease > renew deadline > 1.2 × retry period;
+    /// Checks client-go's rules: names non-empty; durations ≥ 1s (and ≤ [`MAX_TIMING`]); lease > renew deadline > 1.2 × retry period;
     /// request timeout < renew deadline.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (field, value) in [
@@ -129,6 +144,13 @@ impl LeaseConfig {
         ] {
             if value < Duration::from_secs(1) {
                 return Err(ConfigError::TooShort { field, value });
+            }
+            if value > MAX_TIMING {
+                return Err(ConfigError::TooLong {
+                    field,
+                    value,
+                    max: MAX_TIMING,
+                });
             }
         }
         if self.lease_duration <= self.renew_deadline
@@ -223,5 +245,31 @@ mod tests {
             Err(ConfigError::RequestTimeout { .. })
         ));
         assert_eq!(base().with_timings(s(4), s(3), s(1)).validate(), Ok(()));
+    }
+
+    /// Regression (issue 21, finding 2): huge durations passed validation and then overflowed an `Instant`.
+    #[test]
+    fn rejects_durations_that_would_overflow_the_clock() {
+        let huge = Duration::from_secs(u64::MAX / 4);
+        let day = MAX_TIMING;
+        for (config, field) in [
+            (base().with_timings(huge, s(10), s(2)), "lease-duration"),
+            (base().with_timings(day, huge, s(2)), "renew-deadline"),
+            (base().with_timings(day, day / 2, huge), "retry-period"),
+        ] {
+            let err = config.validate();
+            assert!(
+                matches!(err, Err(ConfigError::TooLong { field: f, .. }) if f == field),
+                "{field}: {err:?}"
+            );
+        }
+        assert_eq!(
+            base().with_timings(day, day / 2, day / 4).validate(),
+            Ok(())
+        );
+    }
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
     }
 }

@@ -14,10 +14,15 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::clock::after;
 use crate::contender::{Attempt, Contender};
 use crate::leadership::{Leadership, LeadershipControl};
 use crate::metrics::{LeaderElectionMetrics, LeaseLabels};
 use crate::{ConfigError, LeaseConfig};
+
+/// How long a graceful exit waits for the Lease release: a process must exit within about a second of SIGTERM even
+/// when the apiserver does not answer.
+const RELEASE_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// What this candidate knows about leadership.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,7 +181,7 @@ impl LeaderElector {
             return Ok(());
         };
         let since = last.elapsed();
-        let allowed = self.config.lease_duration + timeout;
+        let allowed = self.config.lease_duration.saturating_add(timeout);
         if since > allowed {
             return Err(Unhealthy { since, allowed });
         }
@@ -229,7 +234,7 @@ impl LeaderElector {
         let (control, leadership) = LeadershipControl::new(
             &self.config.identity,
             epoch,
-            sent + self.config.renew_deadline,
+            after(sent, self.config.renew_deadline),
         );
         *self.shared.last_renew.lock() = Some(sent);
         self.shared
@@ -257,8 +262,12 @@ impl LeaderElector {
                 self.shared.state.send_replace(LeaderState::Lost);
             }
             _ => {
-                if self.config.release_on_cancel {
-                    c.release().await;
+                if self.config.release_on_cancel
+                    && tokio::time::timeout(RELEASE_TIMEOUT, c.release())
+                        .await
+                        .is_err()
+                {
+                    warn!("releasing the Lease timed out; others take over when it expires");
                 }
                 c.publish_following();
             }
@@ -275,7 +284,15 @@ impl LeaderElector {
         // Without a watch, a follower reads the Lease every retry period, as client-go does.
         let poll = !self.config.watch;
         loop {
-            match c.try_acquire_or_renew(poll).await {
+            // Shutdown also interrupts a request in flight (an unreachable apiserver must not delay the exit by a
+            // request timeout). If that request was a write that landed, the Lease stays ours until it expires;
+            // the guarded work never ran.
+            let attempt = tokio::select! {
+                biased;
+                _ = shutdown.as_mut() => return None,
+                a = c.try_acquire_or_renew(poll) => a,
+            };
+            match attempt {
                 Attempt::Holding { sent } => return Some(sent),
                 Attempt::HeldByOther => {}
                 Attempt::Failed => self.record_failure(),
@@ -284,7 +301,7 @@ impl LeaderElector {
             let now = Instant::now();
             // Wake at expiry of the holder's claim (exactly), or after a jittered retry period; a watch event (e.g. a
             // release) wakes us at once.
-            let retry = now + jittered(self.config.retry_period);
+            let retry = after(now, jittered(self.config.retry_period));
             let next = match &c.observed {
                 Some(o) if o.held_by_other(&self.config.identity, now) => {
                     if poll {
@@ -321,7 +338,7 @@ impl LeaderElector {
         let me = self.config.identity.as_str();
         loop {
             let deadline = control.valid_until();
-            let next = last_sent + self.config.retry_period;
+            let next = after(last_sent, self.config.retry_period);
             tokio::select! {
                 biased;
                 () = sleep_until(deadline) => return,
@@ -345,11 +362,11 @@ impl LeaderElector {
             };
             match attempt {
                 Attempt::Holding { sent } => {
-                    if sent + self.config.renew_deadline <= Instant::now() {
+                    if after(sent, self.config.renew_deadline) <= Instant::now() {
                         // Proof of a write so old it no longer protects us.
                         continue;
                     }
-                    control.extend(sent + self.config.renew_deadline);
+                    control.extend(after(sent, self.config.renew_deadline));
                     *self.shared.last_renew.lock() = Some(sent);
                     last_sent = sent;
                     if let Some(m) = &self.shared.metrics {

@@ -32,6 +32,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod clock;
 mod config;
 mod contender;
 mod elector;
@@ -39,7 +40,7 @@ mod leadership;
 mod metrics;
 mod record;
 
-pub use config::{ConfigError, LeaseConfig};
+pub use config::{ConfigError, LeaseConfig, MAX_TIMING};
 pub use elector::{Ended, LeaderElector, LeaderState, Unhealthy};
 pub use leadership::Leadership;
 pub use metrics::{LeaderElectionMetrics, LeaseLabels};

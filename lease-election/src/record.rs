@@ -7,6 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
 
+use crate::clock::after;
+
 /// The Lease as last seen, with the LOCAL monotonic time its record last changed.
 #[derive(Debug, Clone)]
 pub(crate) struct Observed {
@@ -63,7 +65,10 @@ impl Observed {
             .and_then(|s| s.lease_duration_seconds)
             .unwrap_or(0)
             .max(0);
-        self.changed_at + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+        after(
+            self.changed_at,
+            Duration::from_secs(u64::try_from(secs).unwrap_or(0)),
+        )
     }
 
     /// True when someone else holds a lease that has not yet expired: we must not write.

@@ -102,6 +102,14 @@ pub(crate) fn is_terminated(instance: &Instance) -> bool {
     )
 }
 
+/// Whether ELBv2 accepts the instance as a target: only running instances are.
+pub(crate) fn is_running(instance: &Instance) -> bool {
+    matches!(
+        instance.state().and_then(|s| s.name()),
+        Some(InstanceStateName::Running)
+    )
+}
+
 fn state_of(instance: Option<&Instance>) -> InstanceState {
     match instance {
         None => InstanceState::Gone,

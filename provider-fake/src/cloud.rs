@@ -111,15 +111,22 @@ impl FakeCloud {
         let instances = config.instances.clone();
         let groups = config.node_groups.clone();
         let cloud = Self::build(config);
+        // `validate` checked every field with its full path; what is left (duplicates) is named by the entry.
+        let at = |field: String| {
+            move |e: FakeError| match e {
+                e @ FakeError::InvalidConfig { .. } => e,
+                other => FakeError::config(field, other.to_string()),
+            }
+        };
         for (i, inst) in instances.into_iter().enumerate() {
             cloud
                 .add_instance(inst)
-                .map_err(|e| FakeError::config(format!("instances[{i}]"), e.to_string()))?;
+                .map_err(at(format!("instances[{i}]")))?;
         }
         for (i, group) in groups.into_iter().enumerate() {
             cloud
                 .add_node_group(group)
-                .map_err(|e| FakeError::config(format!("nodeGroups[{i}]"), e.to_string()))?;
+                .map_err(at(format!("nodeGroups[{i}]")))?;
         }
         Ok(cloud)
     }

@@ -13,7 +13,12 @@ use crate::error::FakeError;
 use crate::faults::RateLimit;
 use crate::method::Method;
 use crate::state::instances::{FakeInstance, host_count};
-use crate::state::node_group_spec::NodeGroupSpec;
+use crate::state::node_group_spec::{MAX_DELAY_MS, MAX_LIST_LEN, NodeGroupSpec};
+
+/// The most instances that exist at load time: `instances` plus every node group's initial size.
+pub const MAX_INITIAL_INSTANCES: u64 = 10_000;
+/// The largest `callLogCapacity`.
+pub const MAX_CALL_LOG_CAPACITY: usize = 10_000_000;
 
 /// Which capabilities the provider reports (all on by default).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
@@ -152,7 +157,10 @@ impl Default for FakeConfig {
 }
 
 impl FakeConfig {
-    /// Checks the values serde cannot (instances and node groups are checked when they are created).
+    /// Checks the values serde cannot, and the bounds of every size (instances and node groups are checked again
+    /// when they are created). Bounds: [`MAX_NODE_GROUP_SIZE`](crate::MAX_NODE_GROUP_SIZE) per node group,
+    /// [`MAX_INITIAL_INSTANCES`] at load time, [`MAX_LIST_LEN`](crate::MAX_LIST_LEN) entries per list,
+    /// [`MAX_DELAY_MS`](crate::MAX_DELAY_MS) per latency or delay, [`MAX_CALL_LOG_CAPACITY`].
     pub fn validate(&self) -> Result<(), FakeError> {
         ProviderId::new(&self.provider_name, "x").map_err(|_| {
             FakeError::config(
@@ -186,8 +194,63 @@ impl FakeConfig {
                 .validate()
                 .map_err(|m| FakeError::config("rateLimit.perSecond", m))?;
         }
+        self.check_sizes()?;
         for (i, group) in self.node_groups.iter().enumerate() {
             group.validate(&format!("nodeGroups[{i}]"))?;
+        }
+        let initial: u64 = self
+            .node_groups
+            .iter()
+            .map(|g| u64::from(g.initial_size.unwrap_or(g.min_size)))
+            .sum::<u64>()
+            + self.instances.len() as u64;
+        if initial > MAX_INITIAL_INSTANCES {
+            return Err(FakeError::config(
+                "nodeGroups",
+                format!(
+                    "instances and node groups' initial sizes add up to {initial}, more than {MAX_INITIAL_INSTANCES}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The list lengths, latencies and the call log capacity within their bounds.
+    fn check_sizes(&self) -> Result<(), FakeError> {
+        for (field, len) in [
+            ("instances", self.instances.len()),
+            ("nodeGroups", self.node_groups.len()),
+            ("clusters", self.clusters.len()),
+            (
+                "implementedElsewhereClasses",
+                self.implemented_elsewhere_classes.len(),
+            ),
+        ] {
+            if len > MAX_LIST_LEN {
+                return Err(FakeError::config(
+                    field,
+                    format!("must have at most {MAX_LIST_LEN} entries, has {len}"),
+                ));
+            }
+        }
+        let per_method = self.latency.per_method_ms.values().copied();
+        if self.latency.global_ms > MAX_DELAY_MS {
+            return Err(FakeError::config(
+                "latency.globalMs",
+                format!("must be at most {MAX_DELAY_MS} (one day)"),
+            ));
+        }
+        if per_method.into_iter().any(|ms| ms > MAX_DELAY_MS) {
+            return Err(FakeError::config(
+                "latency.perMethodMs",
+                format!("every value must be at most {MAX_DELAY_MS} (one day)"),
+            ));
+        }
+        if self.call_log_capacity > MAX_CALL_LOG_CAPACITY {
+            return Err(FakeError::config(
+                "callLogCapacity",
+                format!("must be at most {MAX_CALL_LOG_CAPACITY}"),
+            ));
         }
         Ok(())
     }

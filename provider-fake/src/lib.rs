@@ -97,7 +97,10 @@ pub use calls::{Call, CallOutcome};
 pub use cloud::FakeCloud;
 /// A capability that can be switched off with [`FakeCloud::set_capability`] (its accessor then returns `None`).
 pub use cloudprovider_api::Capability;
-pub use config::{CapabilitySwitches, FakeConfig, LatencyConfig, register, register_with};
+pub use config::{
+    CapabilitySwitches, FakeConfig, LatencyConfig, MAX_CALL_LOG_CAPACITY, MAX_INITIAL_INSTANCES,
+    register, register_with,
+};
 pub use error::FakeError;
 pub use faults::{FaultKind, RateLimit};
 pub use local_lb::LocalLoadBalancers;
@@ -106,7 +109,8 @@ pub use pods::{FakeVirtualNode, PodBehaviour};
 pub use state::instances::{FakeInstance, FakeInstanceInfo, FakeInstanceState};
 pub use state::load_balancers::{FakeLoadBalancer, FakeLoadBalancerPort};
 pub use state::node_group_spec::{
-    FailureClass, FakeTaint, NodeGroupSpec, NodeTemplate, Provisioning,
+    FailureClass, FakeTaint, MAX_DELAY_MS, MAX_LIST_LEN, MAX_NODE_GROUP_SIZE, NodeGroupSpec,
+    NodeTemplate, Provisioning,
 };
 
 /// The name the provider registers under and, by default, the scheme of its provider IDs (`fake://<name>`).

@@ -33,6 +33,18 @@ fn config_error(r: Result<Arc<dyn CloudProvider>, RegistryError>) -> (String, St
     }
 }
 
+/// The field and message of a config the provider's factory rejected (`FakeConfig::validate`).
+fn factory_error(r: Result<Arc<dyn CloudProvider>, RegistryError>) -> (String, String) {
+    match r {
+        Err(RegistryError::Factory { source, .. }) => match source {
+            cloudprovider_api::CloudError::InvalidInput { field, message } => (field, message),
+            other => panic!("expected InvalidInput, got {other}"),
+        },
+        Err(other) => panic!("expected Factory, got {other}"),
+        Ok(_) => panic!("expected an error"),
+    }
+}
+
 #[tokio::test]
 async fn empty_and_absent_configs_use_defaults() {
     let p = ok(build("").await);
@@ -166,7 +178,11 @@ async fn unknown_fields_are_named() {
 
     let (field, message) = config_error(build("latency: { perMethodMs: { ensureLB: 5 } }").await);
     assert!(field.starts_with("latency.perMethodMs"), "{field}");
-    assert!(message.contains("ensureLB"), "{message}");
+    // Not echoed (it could be a secret pasted into the wrong field); the valid names are listed.
+    assert!(
+        !message.contains("ensureLB") && message.contains("ensure_load_balancer"),
+        "{message}"
+    );
 
     let (field, _) = config_error(build("loadBalancerIpPool: 192.0.2.0").await);
     assert_eq!(field, "loadBalancerIpPool");
@@ -174,14 +190,7 @@ async fn unknown_fields_are_named() {
 
 #[tokio::test]
 async fn invalid_values_are_named() {
-    let factory_field = |r: Result<Arc<dyn CloudProvider>, RegistryError>| match r {
-        Err(RegistryError::Factory { source, .. }) => match source {
-            cloudprovider_api::CloudError::InvalidInput { field, .. } => field,
-            other => panic!("expected InvalidInput, got {other}"),
-        },
-        Err(other) => panic!("expected Factory, got {other}"),
-        Ok(_) => panic!("expected an error"),
-    };
+    let factory_field = |r| factory_error(r).0;
     assert_eq!(
         factory_field(build("providerName: 'a:b'").await),
         "providerName"
@@ -253,4 +262,81 @@ async fn config_rate_limit_throttles() {
         err.and_then(|e| e.retry_after()),
         Some(Duration::from_millis(2500))
     );
+}
+
+/// Regression (issue 21, finding 3): `minSize: 4294967295` launched that many instances at load time (16 GB RSS in
+/// two minutes). Every size is bounded, and the error names the field.
+#[tokio::test]
+async fn sizes_are_bounded_and_name_the_field() {
+    for (yaml, field) in [
+        (
+            "nodeGroups: [{id: g, minSize: 4294967295, maxSize: 4294967295}]",
+            "nodeGroups[0].maxSize",
+        ),
+        (
+            "nodeGroups: [{id: g, maxSize: 4294967295, initialSize: 20000}]",
+            "nodeGroups[0].maxSize",
+        ),
+        (
+            "nodeGroups: [{id: g, maxSize: 10, provisionDelayMs: 18446744073709551615}]",
+            "nodeGroups[0].provisionDelayMs",
+        ),
+        (
+            "nodeGroups: [{id: a, minSize: 6000, maxSize: 6000}, {id: b, minSize: 6000, maxSize: 6000}]",
+            "nodeGroups",
+        ),
+        (
+            "latency: {globalMs: 18446744073709551615}",
+            "latency.globalMs",
+        ),
+        ("callLogCapacity: 18446744073709551615", "callLogCapacity"),
+    ] {
+        let started = std::time::Instant::now();
+        let (f, message) = factory_error(build(yaml).await);
+        assert_eq!(f, field, "{yaml}: {message}");
+        assert!(
+            message.contains("at most") || message.contains("more than"),
+            "{message}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{yaml} took {:?}",
+            started.elapsed()
+        );
+    }
+    let many: String = (0..10_001)
+        .map(|i| format!("{{name: n{i}}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (f, _) = factory_error(build(&format!("instances: [{many}]")).await);
+    assert_eq!(f, "instances");
+    // At the bound it loads.
+    ok(build("nodeGroups: [{id: g, minSize: 3, maxSize: 10000}]").await);
+}
+
+/// Regression (issue 21, finding 6): a template `cpu: lots` was accepted without a word.
+#[tokio::test]
+async fn template_quantities_are_parsed() {
+    for (yaml, field) in [
+        (
+            "nodeGroups: [{id: g, maxSize: 1, template: {cpu: lots}}]",
+            "nodeGroups[0].template.cpu",
+        ),
+        (
+            "nodeGroups: [{id: g, maxSize: 1, template: {memory: 4Gb}}]",
+            "nodeGroups[0].template.memory",
+        ),
+        (
+            "nodeGroups: [{id: g, maxSize: 1, template: {pods: \"-1\"}}]",
+            "nodeGroups[0].template.pods",
+        ),
+    ] {
+        let (f, message) = factory_error(build(yaml).await);
+        assert_eq!(f, field, "{yaml}: {message}");
+        assert!(message.contains("quantity"), "{message}");
+    }
+    ok(build(
+        "nodeGroups: [{id: g, maxSize: 1, template: {cpu: 500m, memory: 1.5Gi, pods: \"10\"}}]",
+    )
+    .await);
 }

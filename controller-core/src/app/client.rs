@@ -14,6 +14,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tower::{Layer, Service};
 
 use super::AppError;
+use super::bounds::check_rate;
 use super::rest_metrics::{RestClientMetrics, host_label};
 
 /// Loads the client configuration from `kubeconfig`, or by the usual lookup (`$KUBECONFIG`, `~/.kube/config`,
@@ -94,14 +95,10 @@ pub struct RateLimitLayer {
 }
 
 impl RateLimitLayer {
-    /// `qps` requests per second on average, `burst` at once. Both must be positive.
+    /// `qps` requests per second on average, `burst` at once, within the bounds of
+    /// [`check_rate`](super::check_rate).
     pub fn new(qps: f32, burst: u32) -> Result<Self, AppError> {
-        if !(qps.is_finite() && qps > 0.0) {
-            return Err(AppError::flag(
-                "--kube-api-qps",
-                format!("must be a positive number, got {qps}"),
-            ));
-        }
+        check_rate(qps, burst)?;
         let Some(burst) = NonZeroU32::new(burst) else {
             return Err(AppError::flag(
                 "--kube-api-burst",

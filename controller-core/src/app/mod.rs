@@ -33,6 +33,7 @@
 
 mod authn;
 mod authz;
+mod bounds;
 mod client;
 mod error;
 mod options;
@@ -55,6 +56,10 @@ use tracing::{info, warn};
 
 pub use authn::{Authenticator, AuthnError, UserInfo, user_from_certificate};
 pub use authz::{Authorizer, Decision, always_allowed};
+pub use bounds::{
+    MAX_KUBE_API_BURST, MAX_KUBE_API_QPS, MAX_PERIOD, MIN_KUBE_API_QPS, check_duration, check_rate,
+    leader_elect_flag_error,
+};
 pub use client::{RateLimitLayer, RateLimited, kube_config, metered_client, rate_limited_client};
 pub use error::AppError;
 pub use options::{LoggingFormat, Options};
@@ -233,7 +238,6 @@ impl App {
     /// lost or a controller fails (an error, so the process exits non-zero and is restarted, as upstream).
     /// Every flag is checked before anything connects.
     pub async fn run(self, options: Options) -> Result<(), AppError> {
-        let started = self.start(options).await?;
         let shutdown = CancellationToken::new();
         tokio::spawn({
             let shutdown = shutdown.clone();
@@ -243,6 +247,12 @@ impl App {
                 shutdown.cancel();
             }
         });
+        // SIGTERM during startup (e.g. an unreachable apiserver or cloud) exits at once, like later.
+        let started = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ok(()),
+            started = self.start(options) => started?,
+        };
         started.run(shutdown).await
     }
 
@@ -412,7 +422,7 @@ fn leader_elector(
     let le_metrics = LeaderElectionMetrics::register(metrics);
     LeaderElector::with_metrics(client, lease, le_metrics)
         .map(Some)
-        .map_err(|e| AppError::flag("--leader-elect-*", e.to_string()))
+        .map_err(leader_elect_flag_error)
 }
 
 /// `/healthz` and `/livez`: the leader-election watchdog. `/readyz` also: the caches the controllers asked for have
@@ -482,20 +492,27 @@ pub fn exit(result: Result<(), AppError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                let text = cause.to_string();
-                if !message.contains(&text) {
-                    message.push_str(": ");
-                    message.push_str(&text);
-                }
-                source = cause.source();
-            }
-            eprintln!("error: {message}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `e` with its causes, each once: our errors' Display already includes their cause (so a log line `error = %e` is
+/// complete), and a cause whose text is already there is not repeated. What every binary prints before exiting 1
+/// (never a `Debug` dump or a backtrace).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 /// Parses `args` (the first is the program name) as a `component`'s flags: for tests and binaries that check

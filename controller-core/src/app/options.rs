@@ -7,6 +7,7 @@ use clap::{ArgAction, Args, ValueEnum};
 use lease_election::LeaseConfig;
 
 use super::AppError;
+use super::bounds::{check_duration, leader_elect_flag_error};
 use super::client::RateLimitLayer;
 use super::process::default_identity;
 use super::secure_serving::SecureServingOptions;
@@ -174,21 +175,39 @@ impl Options {
         Ok(())
     }
 
+    /// Every duration flag within its bounds ([`MAX_PERIOD`](super::MAX_PERIOD) at most); the leader-election
+    /// durations are checked by [`lease_config`](Self::lease_config).
     fn check_periods(&self) -> Result<(), AppError> {
-        for (flag, value) in [
+        let positive = Duration::from_nanos(1);
+        for (flag, value, min) in [
             (
                 "--node-status-update-frequency",
                 self.node_status_update_frequency,
+                positive,
             ),
-            ("--node-monitor-period", self.node_monitor_period),
+            ("--node-monitor-period", self.node_monitor_period, positive),
             (
                 "--route-reconciliation-period",
                 self.route_reconciliation_period,
+                positive,
+            ),
+            (
+                "--authentication-token-webhook-cache-ttl",
+                self.serving.authentication_token_webhook_cache_ttl,
+                Duration::ZERO,
+            ),
+            (
+                "--authorization-webhook-cache-authorized-ttl",
+                self.serving.authorization_webhook_cache_authorized_ttl,
+                Duration::ZERO,
+            ),
+            (
+                "--authorization-webhook-cache-unauthorized-ttl",
+                self.serving.authorization_webhook_cache_unauthorized_ttl,
+                Duration::ZERO,
             ),
         ] {
-            if value.is_zero() {
-                return Err(AppError::flag(flag, "must be positive"));
-            }
+            check_duration(flag, value, min)?;
         }
         Ok(())
     }
@@ -255,9 +274,7 @@ impl Options {
                 self.leader_elect_renew_deadline,
                 self.leader_elect_retry_period,
             );
-        lease
-            .validate()
-            .map_err(|e| AppError::flag("--leader-elect-*", e.to_string()))?;
+        lease.validate().map_err(leader_elect_flag_error)?;
         Ok(lease)
     }
 }
@@ -387,5 +404,76 @@ mod tests {
         ])
         .and_then(|o| o.lease_config("cloud-controller-manager"));
         assert!(lease.is_err_and(|e| e.to_string().contains("--leader-elect")));
+    }
+
+    /// Regression (issue 21, finding 2): these values panicked the binaries (governor, `Duration::from_secs_f64`,
+    /// `Instant + Duration` in lease-election) instead of failing with the flag's name.
+    #[test]
+    fn out_of_bounds_values_name_the_flag() {
+        let cases: &[(&str, &str)] = &[
+            ("--kube-api-qps=1e-10", "--kube-api-qps"),
+            ("--kube-api-qps=1e-20", "--kube-api-qps"),
+            ("--kube-api-qps=1e30", "--kube-api-qps"),
+            ("--kube-api-burst=4294967295", "--kube-api-burst"),
+            (
+                "--node-monitor-period=1000000000years",
+                "--node-monitor-period",
+            ),
+            (
+                "--route-reconciliation-period=100years",
+                "--route-reconciliation-period",
+            ),
+            (
+                "--node-status-update-frequency=2days",
+                "--node-status-update-frequency",
+            ),
+            (
+                "--authentication-token-webhook-cache-ttl=1000years",
+                "--authentication-token-webhook-cache-ttl",
+            ),
+            (
+                "--authorization-webhook-cache-authorized-ttl=1000years",
+                "--authorization-webhook-cache-authorized-ttl",
+            ),
+            (
+                "--authorization-webhook-cache-unauthorized-ttl=1000years",
+                "--authorization-webhook-cache-unauthorized-ttl",
+            ),
+        ];
+        for (arg, flag) in cases {
+            let e = err(&["--cloud-provider=fake", arg]);
+            assert!(e.starts_with(&format!("{flag}: ")), "{arg}: {e}");
+        }
+        for (args, flag) in [
+            (
+                [
+                    "--leader-elect-lease-duration=1000000000years",
+                    "--leader-elect-renew-deadline=10s",
+                ],
+                "--leader-elect-lease-duration",
+            ),
+            (
+                [
+                    "--leader-elect-lease-duration=20h",
+                    "--leader-elect-renew-deadline=100000years",
+                ],
+                "--leader-elect-renew-deadline",
+            ),
+            (
+                [
+                    "--leader-elect-lease-duration=20h",
+                    "--leader-elect-retry-period=100000years",
+                ],
+                "--leader-elect-retry-period",
+            ),
+        ] {
+            let argv = [&["--cloud-provider=fake"][..], &args[..]].concat();
+            let e = parse(&argv)
+                .and_then(|o| o.lease_config("cloud-controller-manager"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.starts_with(&format!("{flag}: ")), "{args:?}: {e}");
+        }
     }
 }

@@ -79,6 +79,9 @@ pub enum HeartbeatError {
     Stopped,
 }
 
+/// The longest lease duration, status report frequency and request timeout of a [`HeartbeatConfig`]: one day.
+pub const MAX_HEARTBEAT_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Timings and limits of the heartbeat. The defaults are the kubelet's.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -129,6 +132,19 @@ impl HeartbeatConfig {
         };
         if self.lease_duration.as_secs() < 1 {
             return invalid("lease_duration", "must be at least 1s");
+        }
+        // Every timer of the scheduler adds these to `Instant::now()`: bounded, they cannot overflow it.
+        for (field, value) in [
+            ("lease_duration", self.lease_duration),
+            ("status_report_frequency", self.status_report_frequency),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if value > MAX_HEARTBEAT_PERIOD {
+                return invalid(field, "must be at most one day");
+            }
+        }
+        if self.status_report_frequency.is_zero() {
+            return invalid("status_report_frequency", "must be positive");
         }
         if !(self.renew_fraction > 0.0 && self.renew_fraction < 1.0) {
             return invalid("renew_fraction", "must be in (0, 1)");
@@ -275,5 +291,39 @@ impl Heartbeat {
     /// Stops keeping `node` alive (the Node and its Lease stay; the Lease expires).
     pub fn deregister(&self, node: &str) {
         let _ = self.commands.send(Command::Remove(node.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 21, finding 2): a huge lease duration or report frequency overflowed `Instant`.
+    #[test]
+    fn durations_are_bounded() {
+        let too_long = Duration::from_secs(u64::MAX / 2);
+        let config = HeartbeatConfig {
+            lease_duration: too_long,
+            ..HeartbeatConfig::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(HeartbeatError::InvalidConfig {
+                field: "lease_duration",
+                ..
+            })
+        ));
+        let config = HeartbeatConfig {
+            status_report_frequency: too_long,
+            ..HeartbeatConfig::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(HeartbeatError::InvalidConfig {
+                field: "status_report_frequency",
+                ..
+            })
+        ));
+        assert!(HeartbeatConfig::default().validate().is_ok());
     }
 }

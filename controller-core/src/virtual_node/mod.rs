@@ -87,6 +87,9 @@ pub struct VirtualNodeConfig {
     pub status_poll_interval: Duration,
     /// Pods reconciled at once.
     pub workers: u16,
+    /// How long registering the Node is retried (with backoff from 500 ms to 10 s, each failure logged) before
+    /// [`VirtualNode::run`] gives up with the last error, so a supervisor sees the failure. Default 2 minutes.
+    pub register_timeout: Duration,
 }
 
 impl VirtualNodeConfig {
@@ -106,6 +109,7 @@ impl VirtualNodeConfig {
             capacity,
             status_poll_interval: Duration::from_secs(5),
             workers: 8,
+            register_timeout: Duration::from_secs(120),
         }
     }
 
@@ -202,12 +206,25 @@ impl VirtualNode {
 
     /// Registers the Node, deletes provider pods Kubernetes does not know, then runs the pods bound to the node
     /// until `shutdown` fires. The node stays registered afterwards (its Lease expires).
+    ///
+    /// Registration is retried for [`register_timeout`](VirtualNodeConfig::register_timeout), then its error is
+    /// returned. `shutdown` ends the start-up at once too (`Ok`), whatever the API server does.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), VirtualNodeError> {
+        let selector = format!("spec.nodeName={}", self.config.node_name);
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Ok(()),
+            started = self.start_up(&pods, &selector) => started?,
+        }
+        self.run_pods(pods, &selector, shutdown).await;
+        Ok(())
+    }
+
+    /// Registers the Node (retrying), sets its capacity and deletes provider pods Kubernetes does not know.
+    async fn start_up(&self, pods: &Api<Pod>, selector: &str) -> Result<(), VirtualNodeError> {
         let name = self.config.node_name.clone();
-        let node_provider: Arc<dyn NodeProvider> = self.provider.clone();
-        self.heartbeat
-            .register(self.config.node(), node_provider)
-            .await?;
+        self.register().await?;
         let nodes: Api<Node> = Api::all(self.client.clone());
         let capacity = serde_json::json!({ "status": {
             "capacity": self.config.capacity,
@@ -221,9 +238,37 @@ impl VirtualNode {
                 source,
             })?;
 
-        let selector = format!("spec.nodeName={name}");
-        let pods: Api<Pod> = Api::all(self.client.clone());
-        self.delete_unknown_pods(&pods, &selector).await?;
+        self.delete_unknown_pods(pods, selector).await
+    }
+
+    /// Registers the Node through the heartbeat, retrying with backoff until `register_timeout` has passed.
+    async fn register(&self) -> Result<(), HeartbeatError> {
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1.. {
+            let node_provider: Arc<dyn NodeProvider> = self.provider.clone();
+            match self
+                .heartbeat
+                .register(self.config.node(), node_provider)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e @ HeartbeatError::Register { .. })
+                    if started.elapsed() + delay < self.config.register_timeout =>
+                {
+                    warn!(node = %self.config.node_name, attempt, error = %e, retry_in = ?delay, "registering the Node failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(HeartbeatError::Stopped)
+    }
+
+    /// Runs the pods bound to the node until `shutdown` fires.
+    async fn run_pods(self, pods: Api<Pod>, selector: &str, shutdown: CancellationToken) {
+        let name = self.config.node_name.clone();
         self.watch_node_status(shutdown.clone());
 
         let sync = status_sync::StatusSync::new(
@@ -234,7 +279,7 @@ impl VirtualNode {
         let sync_task = tokio::spawn(sync.clone().run(shutdown.clone()));
         let reconciler =
             pods::PodReconciler::new(self.client.clone(), Arc::clone(&self.provider), sync);
-        let controller = Controller::new(pods, watcher::Config::default().fields(&selector))
+        let controller = Controller::new(pods, watcher::Config::default().fields(selector))
             .graceful_shutdown_on(shutdown.clone().cancelled_owned());
         info!(node = %name, "virtual node running");
         runtime::run(
@@ -248,7 +293,6 @@ impl VirtualNode {
         )
         .await;
         sync_task.abort();
-        Ok(())
     }
 
     async fn delete_unknown_pods(

@@ -33,10 +33,13 @@ fn parse_listen(s: &str) -> Result<(SocketAddr, String), String> {
     Ok((addr, node.to_owned()))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     init_tracing();
     let args = Args::parse();
+    kube_cloud_examples::run_main(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     for (addr, node) in args.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use controller_core::app::{
-    Endpoints, default_identity, init_tracing, kube_config, serve, shutdown_signal,
+    Endpoints, default_identity, init_tracing, kube_config, leader_elect_flag_error, serve,
+    shutdown_signal,
 };
 use lease_election::{Ended, LeaderElectionMetrics, LeaderElector, LeaderState, LeaseConfig};
 use prometheus_client::registry::Registry;
@@ -66,10 +67,13 @@ fn say(identity: &str, what: &str) {
     println!("{micros} {identity} {what}");
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     init_tracing();
     let args = Args::parse();
+    kube_cloud_examples::run_main(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let identity = args.id.clone().unwrap_or_else(default_identity);
     let mut config = LeaseConfig::new(&args.namespace, &args.name, &identity).with_timings(
         args.lease_duration,
@@ -77,6 +81,8 @@ async fn main() -> anyhow::Result<()> {
         args.retry_period,
     );
     config.watch = !args.no_watch;
+    // Bounds first (the lease-election crate's, naming the flag), before anything connects.
+    config.validate().map_err(leader_elect_flag_error)?;
 
     let client = kube::Client::try_from(kube_config(args.kubeconfig.as_deref(), None).await?)?;
     let mut registry = Registry::default();

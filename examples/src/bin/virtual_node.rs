@@ -1,28 +1,38 @@
 //! A virtual node (virtual-kubelet style): a Node whose pods run in a provider instead of on a kubelet.
 //!
 //! ```text
-//! virtual-node --kubeconfig DIR/kubeconfig --provider fake --nodename vk-1 \
+//! virtual-node --kubeconfig DIR/kubeconfig --cloud-provider fake --cloud-config fake.yaml --nodename vk-1 \
 //!     --node-labels team=a --register-with-taints dedicated=vk:NoSchedule --metrics-addr 127.0.0.1:10255
 //! ```
+//!
+//! `--provider` is the deprecated (hidden) old name of `--cloud-provider`. Registering the Node is retried with
+//! backoff for `--register-timeout` (default 2m); then the process exits 1, so a supervisor sees the failure.
+//! SIGTERM ends it at once in every state.
 //!
 //! Pods need a toleration of `virtual-kubelet.io/provider=<provider>:NoSchedule` (unless `--disable-taint`) and
 //! usually a nodeSelector (`type: virtual-kubelet`). SIGTERM/Ctrl-C stops it; the Node stays and its Lease expires.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use cloudprovider_api::VirtualNodeProvider;
-use controller_core::app::{Endpoints, init_tracing, kube_config, serve, shutdown_signal};
+use cloudprovider_api::{ProviderRegistry, VirtualNodeProvider};
+use controller_core::app::{
+    Endpoints, check_duration, init_tracing, kube_config, serve, shutdown_signal,
+};
 use controller_core::heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatMetrics};
 use controller_core::runtime::{CancellationToken, EventPublisher, RuntimeMetrics};
 use controller_core::virtual_node::{VirtualNode, VirtualNodeConfig};
 use k8s_openapi::api::core::v1::Taint;
 use prometheus_client::registry::Registry;
+
+/// The longest `--node-lease-duration-seconds`: one day (the heartbeat's bound).
+const MAX_LEASE_SECONDS: u64 = 24 * 60 * 60;
 
 #[derive(Parser, Debug)]
 #[command(about = "A virtual node: pods bound to it run in a provider")]
@@ -30,9 +40,15 @@ struct Args {
     /// Path to a kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster config).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// The provider (compiled in by cargo feature): `fake`.
-    #[arg(long, default_value = "fake")]
-    provider: String,
+    /// The provider (compiled in by cargo feature): `fake`. `--provider` is its deprecated old name.
+    #[arg(long = "cloud-provider", alias = "provider", default_value = "fake")]
+    cloud_provider: String,
+    /// Path to the provider's configuration file (YAML or JSON), as for the cloud-controller-manager.
+    #[arg(long = "cloud-config")]
+    cloud_config: Option<PathBuf>,
+    /// How long registering the Node is retried before the process exits 1.
+    #[arg(long = "register-timeout", default_value = "2m", value_parser = humantime::parse_duration)]
+    register_timeout: Duration,
     /// The Node's name.
     #[arg(long, env = "DEFAULT_NODE_NAME", default_value = "virtual-kubelet")]
     nodename: String,
@@ -46,10 +62,12 @@ struct Args {
     #[arg(long = "disable-taint")]
     disable_taint: bool,
     /// Pods reconciled at once.
-    #[arg(long = "pod-sync-workers", default_value_t = 10)]
+    #[arg(long = "pod-sync-workers", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..))]
     pod_sync_workers: u16,
     /// `leaseDurationSeconds` of the node Lease (renewed every quarter of it).
-    #[arg(long = "node-lease-duration-seconds", default_value_t = 40)]
+    #[arg(long = "node-lease-duration-seconds", default_value_t = 40,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_LEASE_SECONDS))]
     lease_seconds: u64,
     /// Post node status at least this often.
     #[arg(long = "node-status-report-frequency", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -96,34 +114,75 @@ fn parse_taints(items: &[String]) -> anyhow::Result<Vec<Taint>> {
         .collect()
 }
 
-fn provider(name: &str, node: &str) -> anyhow::Result<Arc<dyn VirtualNodeProvider>> {
+/// The virtual-node provider `name`, built from `config` through the provider registry (so the config is checked
+/// exactly as the cloud-controller-manager checks it).
+async fn provider(
+    name: &str,
+    config: Option<&Path>,
+    node: &str,
+) -> anyhow::Result<Arc<dyn VirtualNodeProvider>> {
     match name {
         #[cfg(feature = "fake")]
-        "fake" => Ok(Arc::new(provider_fake::FakeCloud::new().virtual_node(node))),
+        "fake" => {
+            let built = Arc::new(Mutex::new(None));
+            let slot = Arc::clone(&built);
+            let mut registry = ProviderRegistry::new();
+            provider_fake::register_with(&mut registry, move |cloud| {
+                if let Ok(mut slot) = slot.lock() {
+                    *slot = Some(cloud);
+                }
+            })?;
+            registry.build(name, config).await?;
+            let cloud = built.lock().ok().and_then(|mut c| c.take());
+            let cloud = cloud.context("--cloud-provider: the fake provider was not built")?;
+            Ok(Arc::new(cloud.virtual_node(node)))
+        }
         other => bail!(
-            "--provider: {other:?} is not compiled in (available: fake with the `fake` feature)"
+            "--cloud-provider: {other:?} is not compiled in (available: fake with the `fake` feature)"
         ),
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     init_tracing();
     let args = Args::parse();
-    let mut config = VirtualNodeConfig::new(&args.nodename, &args.provider);
+    kube_cloud_examples::run_main(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    check_duration(
+        "--node-status-report-frequency",
+        args.status_report_frequency,
+        Duration::from_nanos(1),
+    )?;
+    check_duration("--register-timeout", args.register_timeout, Duration::ZERO)?;
+    let mut config = VirtualNodeConfig::new(&args.nodename, &args.cloud_provider);
     config.labels = parse_labels(&args.node_labels)?;
     config.taints = parse_taints(&args.taints)?;
     config.disable_taint = args.disable_taint;
     config.workers = args.pod_sync_workers;
-    let provider = provider(&args.provider, &args.nodename)?;
+    config.register_timeout = args.register_timeout;
+    let provider = provider(
+        &args.cloud_provider,
+        args.cloud_config.as_deref(),
+        &args.nodename,
+    )
+    .await?;
 
+    // From here on SIGTERM stops everything at once, whatever the API server does.
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
     let client_config = kube_config(args.kubeconfig.as_deref(), None).await?;
     let client = kube::Client::try_from(client_config).context("building the Kubernetes client")?;
     let mut registry = Registry::default();
     let heartbeat_metrics = HeartbeatMetrics::register(&mut registry);
     let runtime_metrics = RuntimeMetrics::register(&mut registry);
-    let shutdown = CancellationToken::new();
-    let trigger = shutdown.clone();
     let mut heartbeat_config = HeartbeatConfig::default();
     heartbeat_config.lease_duration = Duration::from_secs(args.lease_seconds);
     heartbeat_config.status_report_frequency = args.status_report_frequency;
@@ -150,10 +209,8 @@ async fn main() -> anyhow::Result<()> {
         events,
         runtime_metrics,
     );
-    let run = tokio::spawn(node.run(shutdown));
-    shutdown_signal().await;
-    trigger.cancel();
-    run.await.context("virtual node task")??;
+    // Returns on SIGTERM (Ok) or when the node cannot start (its error: exit 1).
+    node.run(shutdown).await?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use aws_sdk_elasticloadbalancingv2::types::{LoadBalancer, Tag, TargetDescription, TargetGroup};
 
 use crate::AwsCloud;
-use crate::error::{AwsResult, api_error};
+use crate::error::{AwsError, AwsResult, api_error};
 
 /// Targets are (de)registered in chunks of this many, as upstream does.
 pub const TARGET_CHUNK_SIZE: usize = 100;
@@ -155,12 +155,14 @@ impl AwsCloud {
 
     /// Makes the target group's registered instances exactly `wanted` (on `port`): registers what is missing and
     /// deregisters what is extra, in chunks of [`TARGET_CHUNK_SIZE`]. Targets already draining count as absent.
+    /// Returns the targets the cloud refused to register (see [`register_chunk`](Self::register_chunk)); they
+    /// are left out and the rest is registered.
     pub(crate) async fn sync_targets(
         &self,
         tg_arn: &str,
         port: i32,
         wanted: &BTreeSet<String>,
-    ) -> AwsResult<()> {
+    ) -> AwsResult<Vec<String>> {
         let health = self
             .inner
             .elb
@@ -185,15 +187,9 @@ impl AwsCloud {
         let target = |id: &String| TargetDescription::builder().id(id).port(port).build();
         let add: Vec<TargetDescription> = wanted.difference(&current).map(target).collect();
         let remove: Vec<TargetDescription> = current.difference(wanted).map(target).collect();
+        let mut refused = Vec::new();
         for chunk in add.chunks(TARGET_CHUNK_SIZE) {
-            self.inner
-                .elb
-                .register_targets()
-                .target_group_arn(tg_arn)
-                .set_targets(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| api_error("RegisterTargets", e))?;
+            refused.extend(self.register_chunk(tg_arn, chunk.to_vec()).await?);
         }
         for chunk in remove.chunks(TARGET_CHUNK_SIZE) {
             self.inner
@@ -205,6 +201,101 @@ impl AwsCloud {
                 .await
                 .map_err(|e| api_error("DeregisterTargets", e))?;
         }
-        Ok(())
+        Ok(refused)
+    }
+
+    /// Registers one chunk of targets. A target the cloud refuses (`InvalidTarget`: not running any more, gone,
+    /// another VPC) is dropped and returned rather than failing the chunk: first the IDs the error names are dropped
+    /// and the rest retried; if the error names none of them, each target is registered on its own. Every other
+    /// error fails the chunk.
+    async fn register_chunk(
+        &self,
+        tg_arn: &str,
+        mut chunk: Vec<TargetDescription>,
+    ) -> AwsResult<Vec<String>> {
+        let mut refused = Vec::new();
+        while !chunk.is_empty() {
+            let Some(message) = self.register(tg_arn, chunk.clone()).await? else {
+                return Ok(refused);
+            };
+            let named = refused_ids(&message, &chunk);
+            if named.is_empty() {
+                // The message names no target of ours: find the refused ones one by one.
+                for target in chunk {
+                    if self.register(tg_arn, vec![target.clone()]).await?.is_some() {
+                        refused.extend(target.id().map(str::to_owned));
+                    }
+                }
+                return Ok(refused);
+            }
+            chunk.retain(|t| !t.id().is_some_and(|id| named.contains(id)));
+            refused.extend(named);
+        }
+        Ok(refused)
+    }
+
+    /// One `RegisterTargets`: `Ok(None)` on success, `Ok(Some(message))` when the cloud refused a target
+    /// (`InvalidTarget`), `Err` otherwise.
+    async fn register(
+        &self,
+        tg_arn: &str,
+        targets: Vec<TargetDescription>,
+    ) -> AwsResult<Option<String>> {
+        match self
+            .inner
+            .elb
+            .register_targets()
+            .target_group_arn(tg_arn)
+            .set_targets(Some(targets))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(e) => match api_error("RegisterTargets", e) {
+                AwsError::Api { code, message, .. } if code == INVALID_TARGET => Ok(Some(message)),
+                e => Err(e),
+            },
+        }
+    }
+}
+
+/// The ELBv2 error code of a target it does not accept.
+const INVALID_TARGET: &str = "InvalidTarget";
+
+/// The IDs of `chunk` that an `InvalidTarget` message names (AWS: "The following targets are not in a running
+/// state and cannot be registered: 'i-0123…'").
+fn refused_ids(message: &str, chunk: &[TargetDescription]) -> BTreeSet<String> {
+    let named: BTreeSet<&str> = message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    chunk
+        .iter()
+        .filter_map(|t| t.id())
+        .filter(|id| named.contains(id))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(id: &str) -> TargetDescription {
+        TargetDescription::builder().id(id).port(30080).build()
+    }
+
+    #[test]
+    fn refused_ids_are_the_named_targets_of_the_chunk() {
+        let chunk = [target("i-0a1"), target("i-0b2"), target("i-0c3")];
+        let msg = "The following targets are not in a running state and cannot be registered: 'i-0b2', 'i-0c3'";
+        assert_eq!(
+            refused_ids(msg, &chunk),
+            BTreeSet::from(["i-0b2".to_owned(), "i-0c3".to_owned()])
+        );
+        // IDs are matched whole: i-0b2 does not match i-0b20, and unknown IDs are ignored.
+        let msg = "not in a running state: 'i-0b20', 'i-9'";
+        assert!(refused_ids(msg, &chunk).is_empty());
+        assert!(refused_ids("", &chunk).is_empty());
     }
 }

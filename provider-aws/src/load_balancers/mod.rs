@@ -26,7 +26,7 @@ pub use self::elb::TARGET_CHUNK_SIZE;
 use self::elb::elb_tags;
 use crate::AwsCloud;
 use crate::error::{AwsError, AwsResult, api_error};
-use crate::instances::{NodeKey, node_key};
+use crate::instances::{is_running, node_key};
 use crate::tags::TAG_SERVICE_NAME;
 
 fn status_of(lb: &LoadBalancer) -> LoadBalancerStatus {
@@ -37,6 +37,18 @@ fn status_of(lb: &LoadBalancer) -> LoadBalancerStatus {
                 ..Default::default()
             }]
         }),
+    }
+}
+
+/// Targets the cloud refused are left out of the load balancer, which is provisioned with the rest; the next
+/// sync (any node change, or the service controller's periodic resync) offers them again.
+fn warn_refused(tg_arn: &str, refused: &[String]) {
+    if !refused.is_empty() {
+        warn!(
+            target_group = tg_arn,
+            ?refused,
+            "targets refused by ELBv2 (InvalidTarget) left out of the load balancer"
+        );
     }
 }
 
@@ -95,8 +107,11 @@ impl AwsCloud {
         }
     }
 
-    /// The instance IDs of the target nodes: provider IDs need no call; nodes without one are looked up by name in
-    /// one batch. Nodes filtered out by the target-node-labels annotation are left out.
+    /// The instance IDs of the target nodes: the *running* instances of the selected nodes (as upstream registers
+    /// only running instances; ELBv2 refuses the others with `InvalidTarget`), from one batched `DescribeInstances`
+    /// lookup per [`DESCRIBE_BATCH_SIZE`](crate::DESCRIBE_BATCH_SIZE) nodes, whatever their number. Nodes filtered
+    /// out by the target-node-labels annotation, nodes without an instance and instances not running (stopped,
+    /// pending, terminated) are left out with a log line.
     async fn target_instances(
         &self,
         spec: &LbSpec,
@@ -108,31 +123,35 @@ impl AwsCloud {
                 .iter()
                 .all(|(k, v)| labels.get(k) == Some(v))
         });
-        let mut ids = BTreeSet::new();
-        let mut by_name = Vec::new();
+        let mut keys = Vec::new();
         for node in selected {
             match node_key(node) {
-                Ok(NodeKey::Id(id)) => {
-                    ids.insert(id);
-                }
-                Ok(key @ NodeKey::Name(_)) => by_name.push(key),
+                Ok(key) => keys.push(key),
                 Err(e) => {
                     warn!(node = node.metadata.name.as_deref(), error = %e, "node skipped as a target")
                 }
             }
         }
-        if !by_name.is_empty() {
-            let found = self
-                .lookup(&by_name)
-                .await
-                .map_err(|e| self.cloud_error(e))?;
-            for key in &by_name {
-                match found.get(key).and_then(|i| i.instance_id()) {
-                    Some(id) => {
-                        ids.insert(id.to_owned());
-                    }
-                    None => warn!(?key, "node without instance skipped as a target"),
+        let mut ids = BTreeSet::new();
+        if keys.is_empty() {
+            return Ok(ids);
+        }
+        let found = self.lookup(&keys).await.map_err(|e| self.cloud_error(e))?;
+        for key in &keys {
+            let Some(instance) = found.get(key) else {
+                warn!(?key, "node without instance skipped as a target");
+                continue;
+            };
+            match (instance.instance_id(), is_running(instance)) {
+                (Some(id), true) => {
+                    ids.insert(id.to_owned());
                 }
+                (id, _) => warn!(
+                    ?key,
+                    instance = id,
+                    state = instance.state().and_then(|s| s.name()).map(|n| n.as_str()),
+                    "instance not running skipped as a target"
+                ),
             }
         }
         Ok(ids)
@@ -350,9 +369,11 @@ impl AwsCloud {
         }
         self.sync_listeners(&lb_arn, &wanted).await.map_err(err)?;
         for (port, tg_arn) in &wanted {
-            self.sync_targets(tg_arn, port.node_port, &targets)
+            let refused = self
+                .sync_targets(tg_arn, port.node_port, &targets)
                 .await
                 .map_err(err)?;
+            warn_refused(tg_arn, &refused);
         }
         let stale: Vec<TargetGroup> = attached
             .into_iter()
@@ -442,9 +463,11 @@ impl LoadBalancers for AwsCloud {
             let (Some(arn), Some(port)) = (tg.target_group_arn(), tg.port()) else {
                 continue;
             };
-            self.sync_targets(arn, port, &targets)
+            let refused = self
+                .sync_targets(arn, port, &targets)
                 .await
                 .map_err(|e| self.cloud_error(e))?;
+            warn_refused(arn, &refused);
         }
         Ok(())
     }

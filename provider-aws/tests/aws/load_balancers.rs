@@ -195,7 +195,7 @@ async fn nlb_targets_follow_node_changes() {
     );
     assert_eq!(targets(cloud, &tg_arn).await, ids(&nodes[..2], 30080));
 
-    // Node added: one diff, no DescribeInstances (nodes carry provider IDs), no re-creation.
+    // Node added: one diff, one batched DescribeInstances (only running instances are targets), no re-creation.
     let calls = cloud.api_calls();
     calls.reset();
     cloud
@@ -204,7 +204,7 @@ async fn nlb_targets_follow_node_changes() {
         .unwrap_or_else(|e| panic!("{e}"));
     println!("update_load_balancer (+1 node): {:?}", calls.snapshot());
     assert_eq!(targets(cloud, &tg_arn).await, ids(&nodes, 30080));
-    assert_eq!(calls.count("DescribeInstances"), 0);
+    assert_eq!(calls.count("DescribeInstances"), 1);
     assert_eq!(calls.count("RegisterTargets"), 1);
     assert_eq!(calls.count("DeregisterTargets"), 0);
 
@@ -233,6 +233,50 @@ async fn nlb_targets_follow_node_changes() {
         assert_eq!(calls.count(write), 0, "{write}: {:?}", calls.snapshot());
     }
     assert_eq!(snapshot(cloud).await.tgs.len(), 1);
+}
+
+/// Regression (issue 21, finding 1): one stopped instance made `RegisterTargets` fail with `InvalidTarget` for
+/// every new load balancer, retried forever. Targets are the running instances; the load balancer is provisioned.
+#[tokio::test]
+async fn stopped_instance_does_not_block_new_load_balancers() {
+    let env = env().await;
+    let cloud = &env.cloud;
+    let nodes = nodes(&env, 3).await;
+    let stopped = ids(&nodes[..1], 30080)
+        .into_iter()
+        .next()
+        .map(|(id, _)| id)
+        .unwrap_or_default();
+    cloud
+        .ec2_client()
+        .stop_instances()
+        .instance_ids(&stopped)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+
+    let calls = cloud.api_calls();
+    calls.reset();
+    let status = cloud
+        .ensure_load_balancer("c", &service(&[]), &nodes)
+        .await
+        .unwrap_or_else(|e| panic!("a stopped instance must not fail the load balancer: {e}"));
+    println!(
+        "ensure_load_balancer (1 of 3 stopped): {:?}",
+        calls.snapshot()
+    );
+    assert!(status.ingress.is_some_and(|i| !i.is_empty()));
+    assert_eq!(calls.count("DescribeInstances"), 1, "one batched lookup");
+    let snap = snapshot(cloud).await;
+    let arn = snap.tgs[0].target_group_arn().unwrap_or_default();
+    assert_eq!(targets(cloud, arn).await, ids(&nodes[1..], 30080));
+
+    // update_load_balancer keeps the stopped instance out too.
+    cloud
+        .update_load_balancer("c", &service(&[]), &nodes)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(targets(cloud, arn).await, ids(&nodes[1..], 30080));
 }
 
 #[tokio::test]

@@ -3,10 +3,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cloudprovider_api::{CloudInstanceError, CloudInstanceErrorClass};
+use cloudprovider_api::{CloudInstanceError, CloudInstanceErrorClass, parse_quantity};
 use serde::{Deserialize, Serialize};
 
 use crate::error::FakeError;
+
+/// The largest `maxSize` (and so `minSize` and `initialSize`) of a node group.
+pub const MAX_NODE_GROUP_SIZE: u32 = 10_000;
+/// The most entries of a list or map in the configuration (instances, node groups, template labels and taints,
+/// clusters, classes, per-method latencies).
+pub const MAX_LIST_LEN: usize = 10_000;
+/// The longest latency or provision delay, in milliseconds: one day.
+pub const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// A taint of a node group's nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
@@ -225,15 +233,41 @@ impl NodeGroupSpec {
                 ),
             ));
         }
-        for (name, value) in [
-            ("cpu", &self.template.cpu),
-            ("memory", &self.template.memory),
-            ("pods", &self.template.pods),
+        for (name, value) in [("maxSize", self.max_size), ("initialSize", initial)] {
+            if value > MAX_NODE_GROUP_SIZE {
+                return Err(FakeError::config(
+                    format!("{field}.{name}"),
+                    format!("must be at most {MAX_NODE_GROUP_SIZE}"),
+                ));
+            }
+        }
+        if self.provision_delay_ms > MAX_DELAY_MS {
+            return Err(FakeError::config(
+                format!("{field}.provisionDelayMs"),
+                format!("must be at most {MAX_DELAY_MS} (one day)"),
+            ));
+        }
+        let template = &self.template;
+        for (name, len) in [
+            ("labels", template.labels.len()),
+            ("taints", template.taints.len()),
         ] {
-            if value.trim().is_empty() {
+            if len > MAX_LIST_LEN {
                 return Err(FakeError::config(
                     format!("{field}.template.{name}"),
-                    "must not be empty",
+                    format!("must have at most {MAX_LIST_LEN} entries"),
+                ));
+            }
+        }
+        for (name, value) in [
+            ("cpu", &template.cpu),
+            ("memory", &template.memory),
+            ("pods", &template.pods),
+        ] {
+            if parse_quantity(value).is_none_or(|q| q < 0) {
+                return Err(FakeError::config(
+                    format!("{field}.template.{name}"),
+                    "must be a non-negative Kubernetes quantity such as \"2\", \"500m\" or \"4Gi\"",
                 ));
             }
         }
