@@ -170,3 +170,75 @@ async fn metrics_need_an_authorized_identity_and_rotated_certificates_are_served
     )
     .await;
 }
+
+/// `virtual-node` serves the same way: HTTPS on `--secure-port` with a self-signed certificate from `--cert-dir`,
+/// `/healthz` open, `/metrics` 401 without credentials, 403 for an identity not allowed, 200 with the reader role.
+#[tokio::test]
+async fn virtual_node_serves_https_with_delegated_authentication_and_authorization() {
+    let cp = ControlPlane::start().await.expect("control plane");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
+    kubectl(
+        &cp,
+        &["apply", "--server-side", "-f", &rbac.display().to_string()],
+    )
+    .await;
+    for sa in ["scraper", "nobody"] {
+        kubectl(&cp, &["create", "serviceaccount", sa, "-n", "default"]).await;
+    }
+    kubectl(
+        &cp,
+        &[
+            "create",
+            "clusterrolebinding",
+            "scraper-metrics",
+            "--clusterrole=cloud-controller-manager-metrics-reader",
+            "--serviceaccount=default:scraper",
+        ],
+    )
+    .await;
+    let scraper = service_account_token(&cp, "default", "scraper").await;
+    let nobody = service_account_token(&cp, "default", "nobody").await;
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port().await);
+    let _node = tokio::process::Command::new(env!("CARGO_BIN_EXE_virtual-node"))
+        .args([
+            &format!("--kubeconfig={}", cp.kubeconfig_path().display()),
+            "--cloud-provider=fake",
+            "--nodename=vn-https",
+            "--bind-address=127.0.0.1",
+            &format!("--secure-port={}", addr.port()),
+            &format!("--cert-dir={}", dir.path().display()),
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("vn.log")).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the binary");
+    eventually(
+        Duration::from_secs(60),
+        "virtual-node's /healthz to answer 200 over HTTPS",
+        async || {
+            https_get(addr, "/healthz", None, None)
+                .await
+                .filter(|a| a.status == 200)
+        },
+    )
+    .await;
+    assert!(
+        dir.path().join("virtual-node.crt").exists(),
+        "self-signed certificate in --cert-dir"
+    );
+    let status = async |token: Option<&str>| {
+        https_get(addr, "/metrics", token, None)
+            .await
+            .map(|a| a.status)
+    };
+    assert_eq!(status(None).await, Some(401));
+    assert_eq!(status(Some(&nobody)).await, Some(403));
+    let allowed = https_get(addr, "/metrics", Some(&scraper), None)
+        .await
+        .expect("/metrics answers");
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    assert!(allowed.body.contains("node_heartbeat"), "{}", allowed.body);
+}

@@ -23,13 +23,17 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use cloudprovider_api::{ProviderRegistry, VirtualNodeProvider};
 use controller_core::app::{
-    Endpoints, check_duration, init_tracing, kube_config, serve, shutdown_signal,
+    Endpoints, SecureServingOptions, check_duration, init_tracing, kube_config, serve,
+    shutdown_signal,
 };
 use controller_core::heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatMetrics};
 use controller_core::runtime::{CancellationToken, EventPublisher, RuntimeMetrics};
 use controller_core::virtual_node::{VirtualNode, VirtualNodeConfig};
 use k8s_openapi::api::core::v1::Taint;
 use prometheus_client::registry::Registry;
+
+/// The default `--secure-port` of `/healthz`, `/readyz` and `/metrics` (beside node-pool-controller's 10270).
+const DEFAULT_SECURE_PORT: u16 = 10271;
 
 /// The longest `--node-lease-duration-seconds`: one day (the heartbeat's bound).
 const MAX_LEASE_SECONDS: u64 = 24 * 60 * 60;
@@ -72,9 +76,14 @@ struct Args {
     /// Post node status at least this often.
     #[arg(long = "node-status-report-frequency", default_value = "5m", value_parser = humantime::parse_duration)]
     status_report_frequency: Duration,
-    /// Address for /healthz, /readyz and /metrics (omit to serve nothing).
+    /// Plain-HTTP address for /healthz, /readyz and /metrics, without authentication (virtual-kubelet's flag;
+    /// omit to serve nothing). Prefer the secure port.
     #[arg(long = "metrics-addr")]
     metrics_addr: Option<SocketAddr>,
+    /// HTTPS with delegated authentication and authorization, as the cloud-controller-manager's: `--secure-port`
+    /// (default 10271, `0` = off), `--tls-cert-file`, `--cert-dir`, `--client-ca-file`, …
+    #[command(flatten)]
+    serving: SecureServingOptions,
 }
 
 fn parse_labels(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -162,6 +171,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.disable_taint = args.disable_taint;
     config.workers = args.pod_sync_workers;
     config.register_timeout = args.register_timeout;
+    // The serving certificate and client CA are checked before anything connects.
+    let secure = args.serving.prepare("virtual-node", DEFAULT_SECURE_PORT)?;
     let provider = provider(
         &args.cloud_provider,
         args.cloud_config.as_deref(),
@@ -198,8 +209,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(args.nodename.clone()),
     );
     events.register_metrics(&mut registry);
+    let endpoints = Endpoints::new(registry);
     if let Some(addr) = args.metrics_addr {
-        serve(addr, Endpoints::new(registry)).await?;
+        serve(addr, endpoints.clone()).await?;
+    }
+    if let Some(secure) = secure {
+        let addr = secure.serve(&args.serving, &client, endpoints).await?;
+        tracing::info!(%addr, "serving /healthz, /readyz and /metrics over HTTPS");
     }
     let node = VirtualNode::new(
         client.clone(),
