@@ -11,6 +11,7 @@ use test_support::{ControlPlane, FaultProxy, ProxyMode};
 use tokio::time::Instant;
 
 const CANDIDATES: usize = 3;
+/// Rounds of the short version (`scripts/test`); `scripts/chaos` sets `CHAOS_ROUNDS` (500) for the long one.
 const ROUNDS: usize = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +20,11 @@ async fn chaos_never_two_leaders() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::rng().random());
-    eprintln!("chaos seed {seed} (rerun with CHAOS_SEED={seed})");
+    let rounds = std::env::var("CHAOS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(ROUNDS);
+    eprintln!("chaos seed {seed} (rerun with CHAOS_SEED={seed}), {rounds} rounds");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
     let cp = ControlPlane::start()
@@ -44,7 +49,7 @@ async fn chaos_never_two_leaders() {
 
     let mut actions = [0usize; 5];
     let started = Instant::now();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let leader = candidates
             .iter()
             .position(|c| c.as_ref().is_some_and(Candidate::is_leading));
@@ -104,7 +109,7 @@ async fn chaos_never_two_leaders() {
     }
     let sessions = audit.sessions();
     eprintln!(
-        "{ROUNDS} rounds in {:?}: actions kill/shutdown/partition/latency/idle = {actions:?}; {} leadership sessions",
+        "{rounds} rounds in {:?}: actions kill/shutdown/partition/latency/idle = {actions:?}; {} leadership sessions",
         started.elapsed(),
         sessions.len()
     );
@@ -114,4 +119,15 @@ async fn chaos_never_two_leaders() {
         sessions.len()
     );
     audit.assert_no_overlap();
+    if let Ok(path) = std::env::var("CHAOS_REPORT") {
+        let [kill, shutdown, partition, latency, idle] = actions;
+        let table = format!(
+            "| rounds | kill -9 | graceful shutdown | partition | slow answers | idle | leadership sessions | overlapping leaders | run time | seed |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n\
+             | {rounds} | {kill} | {shutdown} | {partition} | {latency} | {idle} | {} | 0 | {:.0} s | {seed} |\n",
+            sessions.len(),
+            started.elapsed().as_secs_f64()
+        );
+        std::fs::write(&path, table).unwrap_or_else(|e| panic!("write {path}: {e}"));
+    }
 }

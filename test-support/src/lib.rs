@@ -37,6 +37,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod aws_faults;
 mod control_plane;
 mod error;
 mod joiner;
@@ -48,6 +49,7 @@ mod process;
 mod proxy;
 mod tools;
 
+pub use aws_faults::{ActionCount, AwsFaultProxy, AwsFaultRates};
 pub use control_plane::{
     Component, ControlPlane, ControlPlaneBuilder, KwokNodes, KwokOptions, kwok_node,
 };
