@@ -32,8 +32,14 @@ pub fn parse_quantity(s: &str) -> Option<i128> {
     }
     // value = mantissa / 10^frac_len
     let digits = format!("{int_part}{frac_part}");
-    let mantissa: i128 = digits.trim_start_matches('0').parse().unwrap_or(0);
-    let frac_len = u32::try_from(frac_part.len()).ok()?;
+    // All zeros is 0; more digits than an i128 holds is too large (not 0).
+    let digits = digits.trim_start_matches('0');
+    let mantissa: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    let frac_len = i32::try_from(frac_part.len()).ok()?;
     // The suffix as (numerator, power of ten): value·1000 = mantissa·num·10^(pow10+3) / 10^frac_len.
     let (num, pow10): (i128, i32) = match suffix {
         "" => (1, 0),
@@ -55,14 +61,16 @@ pub fn parse_quantity(s: &str) -> Option<i128> {
         exp if exp.starts_with(['e', 'E']) => (1, exp[1..].parse().ok()?),
         _ => return None,
     };
-    let exponent = pow10 + 3 - i32::try_from(frac_len).ok()?;
+    // Checked: the exponent is the user's (`1e2147483647`).
+    let exponent = pow10.checked_add(3)?.checked_sub(frac_len)?;
     let scaled = mantissa.checked_mul(num)?;
     let value = if exponent >= 0 {
         scaled.checked_mul(10i128.checked_pow(exponent.unsigned_abs())?)?
     } else {
         let div = 10i128.checked_pow(exponent.unsigned_abs())?;
-        // Round up, as the API does for sub-milli amounts.
-        (scaled + div - 1) / div
+        // Round up, as the API does for sub-milli amounts (without `scaled + div - 1`, which overflows near
+        // i128::MAX).
+        scaled / div + i128::from(scaled % div != 0)
     };
     Some(if negative { -value } else { value })
 }
@@ -90,5 +98,40 @@ mod tests {
         for bad in ["", "m", "1x", "1.2.3", "Gi"] {
             assert_eq!(parse_quantity(bad), None, "{bad:?}");
         }
+    }
+
+    /// Regressions found by the property tests (issue 21): a number with more digits than an i128 holds was 0, and
+    /// a user's exponent or a value near i128::MAX overflowed (a panic in debug builds, garbage in release).
+    #[test]
+    fn huge_numbers_and_exponents() {
+        assert_eq!(
+            parse_quantity("10000000000000000000000000000000000000000"),
+            None
+        );
+        assert_eq!(
+            parse_quantity("99999999999999999999999999999999999999999Gi"),
+            None
+        );
+        assert_eq!(
+            parse_quantity("000000000000000000000000000000000000000000001"),
+            Some(1000)
+        );
+        assert_eq!(parse_quantity("0"), Some(0));
+        assert_eq!(parse_quantity("0.000"), Some(0));
+        for text in [
+            "1e2147483647",
+            "1E2147483645",
+            "0.0001e-2147483648",
+            "1e-2147483648",
+        ] {
+            assert_eq!(parse_quantity(text), None, "{text}");
+        }
+        let max = i128::MAX;
+        assert_eq!(
+            parse_quantity(&format!("{max}n")),
+            Some(max / 1_000_000 + 1)
+        );
+        assert_eq!(parse_quantity(&format!("{max}m")), Some(max));
+        assert_eq!(parse_quantity(&format!("{max}u")), Some(max / 1000 + 1));
     }
 }

@@ -244,14 +244,40 @@ fn parse_config<C: DeserializeOwned>(
     };
     let de = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
+        let field = field_path(&e.path().to_string());
         let message = e.into_inner().to_string();
-        // serde_yaml_ng starts with the path too; it is reported once, as `field`.
-        let message = message
-            .strip_prefix(&format!("{field}: "))
-            .unwrap_or(&message);
-        invalid(field, without_value(message))
+        invalid(field.clone(), without_value(without_path(&field, &message)))
     })
+}
+
+/// The path of the field at fault: serde_path_to_error's, without its `?` for a segment it could not name (a
+/// syntax error in a key); `.` for the document itself.
+fn field_path(path: &str) -> String {
+    let mut path = path;
+    while let Some(rest) = path.strip_suffix('?') {
+        path = rest.strip_suffix('.').unwrap_or(rest);
+    }
+    if path.is_empty() {
+        ".".to_owned()
+    } else {
+        path.to_owned()
+    }
+}
+
+/// serde_yaml_ng starts its message with a path too: `field` itself, or its parent for an unknown key
+/// (`groups[0]: unknown field `x``). The field is reported once, as `field`.
+fn without_path<'m>(field: &str, message: &'m str) -> &'m str {
+    match message.split_once(": ") {
+        Some((head, rest))
+            if !head.is_empty()
+                && (field == head
+                    || field.starts_with(&format!("{head}."))
+                    || field.starts_with(&format!("{head}["))) =>
+        {
+            rest
+        }
+        _ => message,
+    }
 }
 
 /// serde's message without the value it quotes: `invalid type: string "s3cr3t", expected u32` becomes
@@ -431,6 +457,58 @@ mod tests {
         assert_eq!(
             without_value("missing field `clusterId`"),
             "missing field `clusterId`"
+        );
+    }
+
+    /// Regressions found by the property tests (issue 21): an unknown key in a nested object printed its parent's
+    /// path twice (`field `groups[0].x`: groups[0]: unknown field …`), and a syntax error in a key named the field
+    /// `?`.
+    #[test]
+    fn nested_unknown_keys_and_key_syntax_errors_name_the_field_once() {
+        #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Outer {
+            #[serde(default)]
+            groups: Vec<Inner>,
+        }
+        #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Inner {
+            id: String,
+        }
+        let mut r = ProviderRegistry::new();
+        let res = r.register("outer", |_: Option<Outer>| async move {
+            Ok(Arc::new(Named("o".into())) as Arc<dyn CloudProvider>)
+        });
+        assert!(res.is_ok());
+        rt().block_on(async {
+            let long_key = format!("{}: 1", "k".repeat(2000));
+            for (text, want_field) in [
+                ("groups: [{id: x, bogus: 1}]", "groups[0].bogus"),
+                ("groups:\n  - id: x\n    bogus: 1", "groups[0].bogus"),
+                (long_key.as_str(), "."),
+            ] {
+                let err = r.build_from_str("outer", Some(text)).await.err();
+                let Some(RegistryError::InvalidConfig { field, message, .. }) = err else {
+                    panic!("{text}: expected InvalidConfig, got {err:?}");
+                };
+                assert_eq!(field, want_field, "{message}");
+                assert!(!message.starts_with("groups[0]"), "{message}");
+            }
+        });
+        assert_eq!(field_path("?"), ".");
+        assert_eq!(field_path("groups[0].?"), "groups[0]");
+        assert_eq!(field_path(""), ".");
+        assert_eq!(field_path("a.b"), "a.b");
+        assert_eq!(
+            without_path("size", "size: invalid type: string, expected u32"),
+            "invalid type: string, expected u32"
+        );
+        assert_eq!(
+            without_path("size", "invalid type: string, expected u32"),
+            "invalid type: string, expected u32"
         );
     }
 

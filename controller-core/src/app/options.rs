@@ -221,8 +221,10 @@ impl Options {
                 self.allocate_node_cidrs, self.configure_cloud_routes
             )));
         }
-        let cidrs = parse_cluster_cidrs(&self.cluster_cidr)
-            .map_err(|e| AppError::flag("--cluster-cidr", e.to_string()))?;
+        // The flag is named once (the error's own text names it too).
+        let cidrs = parse_cluster_cidrs(&self.cluster_cidr).map_err(|e| {
+            AppError::flag("--cluster-cidr", format!("{:?}: {}", e.value, e.reason))
+        })?;
         let mut config = RouteConfig::new(cidrs);
         config.reconciliation_period = self.route_reconciliation_period;
         Ok(Ok(config))
@@ -380,6 +382,15 @@ mod tests {
             ])
             .contains("10.0.0.0/33")
         );
+        // Regression (found by the property tests, issue 21): the flag was named twice
+        // (`--cluster-cidr: invalid --cluster-cidr "0": …`).
+        let e = err(&[
+            "--cloud-provider=fake",
+            "--allocate-node-cidrs",
+            "--cluster-cidr=10.0.0.0/8,0",
+        ]);
+        assert!(e.starts_with("--cluster-cidr: \"0\": "), "{e}");
+        assert_eq!(e.matches("--cluster-cidr").count(), 1, "{e}");
         assert!(err(&["--cloud-provider=fake", "--kube-api-qps=0"]).contains("--kube-api-qps"));
         assert!(
             err(&["--cloud-provider=fake", "--concurrent-service-syncs=0"])

@@ -6,6 +6,8 @@
 //! only what carries both.
 
 pub(crate) mod annotations;
+#[cfg(test)]
+mod annotations_prop;
 mod elb;
 mod subnets;
 
