@@ -33,8 +33,11 @@ const REGION: &str = "us-east-1";
 const INSTANCES: usize = 6;
 /// Services alive at once; the oldest is deleted when a cycle would exceed it.
 const WINDOW: usize = 3;
-/// How long the cluster gets to converge after the last fault.
+/// How long the cluster gets to converge after the last fault: each Service's address, then all deletions.
 const CONVERGE: Duration = Duration::from_secs(120);
+/// The same through the throttling cloud: with half the calls throttled (provider-aws waits its 10 s retry-after)
+/// and a tenth failing, one load balancer takes several attempts of ~8 calls each, one Service at a time.
+const CONVERGE_THROTTLED: Duration = Duration::from_secs(420);
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -554,11 +557,16 @@ async fn chaos(cycles: usize, faults: Option<AwsFaultRates>, report: &str) {
         }
     }
 
+    let converge = if faults.is_some() {
+        CONVERGE_THROTTLED
+    } else {
+        CONVERGE
+    };
     // Convergence: every live Service addressed.
     replicas.assert_running();
     let converging = Instant::now();
     for name in &live {
-        let got = tokio::time::timeout(CONVERGE, async {
+        let got = tokio::time::timeout(converge, async {
             loop {
                 if services.get(name).await.ok().is_some_and(|s| addressed(&s)) {
                     return;
@@ -584,7 +592,7 @@ async fn chaos(cycles: usize, faults: Option<AwsFaultRates>, report: &str) {
             let _ = services.delete(&name, &DeleteParams::default()).await;
         }
     }
-    let remaining = tokio::time::timeout(CONVERGE, async {
+    let remaining = tokio::time::timeout(converge, async {
         loop {
             let left = services
                 .list(&ListParams::default())

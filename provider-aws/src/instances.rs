@@ -338,6 +338,21 @@ pub(crate) fn repeat_error(e: &CloudError) -> CloudError {
             CloudError::invalid_input(field.clone(), message.clone())
         }
         CloudError::NotFound { kind, id } => CloudError::not_found(kind, id.clone()),
+        CloudError::Transient { message, .. } => CloudError::transient(message.clone()),
         other => CloudError::transient(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_errors_keep_their_message_once() {
+        let e = CloudError::transient("AWS DescribeInstances failed: InternalError");
+        let copy = repeat_error(&e);
+        assert_eq!(copy.to_string(), e.to_string());
+        let throttled = CloudError::throttled(std::time::Duration::from_secs(3), "slow down");
+        assert_eq!(repeat_error(&throttled).to_string(), throttled.to_string());
     }
 }
