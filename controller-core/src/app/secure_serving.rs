@@ -26,8 +26,8 @@ use super::tls::{CertPaths, ReloadingCert, cert_paths, server_config};
 #[derive(Args, Clone, Debug)]
 #[non_exhaustive]
 pub struct SecureServingOptions {
-    /// HTTPS port of `/healthz`, `/readyz` and `/metrics`; 0 serves nothing (default: the component's, 10258 for
-    /// the cloud-controller-manager).
+    /// HTTPS port of `/healthz`, `/readyz` and `/metrics`; 0 serves nothing (default: the component's: 10258 for
+    /// the cloud-controller-manager, 10270 for node-pool-controller, 10271 for virtual-node).
     #[arg(long = "secure-port")]
     pub secure_port: Option<u16>,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
