@@ -69,21 +69,20 @@ async fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-#[tokio::test]
-async fn metrics_need_an_authorized_identity_and_rotated_certificates_are_served() {
-    let cp = ControlPlane::start().await.expect("control plane");
-    let dir = tempfile::tempdir().expect("tempdir");
+/// `deploy/rbac.yaml` applied, and tokens of two ServiceAccounts: `scraper`, bound to the metrics-reader ClusterRole
+/// (with the group `metrics-readers`, which client certificates use), and `nobody`, bound to nothing.
+async fn scraper_and_nobody(cp: &ControlPlane) -> (String, String) {
     let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
     kubectl(
-        &cp,
+        cp,
         &["apply", "--server-side", "-f", &rbac.display().to_string()],
     )
     .await;
     for sa in ["scraper", "nobody"] {
-        kubectl(&cp, &["create", "serviceaccount", sa, "-n", "default"]).await;
+        kubectl(cp, &["create", "serviceaccount", sa, "-n", "default"]).await;
     }
     kubectl(
-        &cp,
+        cp,
         &[
             "create",
             "clusterrolebinding",
@@ -94,8 +93,16 @@ async fn metrics_need_an_authorized_identity_and_rotated_certificates_are_served
         ],
     )
     .await;
-    let scraper = service_account_token(&cp, "default", "scraper").await;
-    let nobody = service_account_token(&cp, "default", "nobody").await;
+    let scraper = service_account_token(cp, "default", "scraper").await;
+    let nobody = service_account_token(cp, "default", "nobody").await;
+    (scraper, nobody)
+}
+
+#[tokio::test]
+async fn metrics_need_an_authorized_identity_and_rotated_certificates_are_served() {
+    let cp = ControlPlane::start().await.expect("control plane");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (scraper, nobody) = scraper_and_nobody(&cp).await;
     let (ca_pem, cert_reader) = client_ca_and_cert("cert-scraper", "metrics-readers");
     std::fs::write(dir.path().join("client-ca.crt"), ca_pem).expect("write CA");
     let first = write_serving_cert(dir.path());
@@ -177,28 +184,7 @@ async fn metrics_need_an_authorized_identity_and_rotated_certificates_are_served
 async fn virtual_node_serves_https_with_delegated_authentication_and_authorization() {
     let cp = ControlPlane::start().await.expect("control plane");
     let dir = tempfile::tempdir().expect("tempdir");
-    let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac.yaml");
-    kubectl(
-        &cp,
-        &["apply", "--server-side", "-f", &rbac.display().to_string()],
-    )
-    .await;
-    for sa in ["scraper", "nobody"] {
-        kubectl(&cp, &["create", "serviceaccount", sa, "-n", "default"]).await;
-    }
-    kubectl(
-        &cp,
-        &[
-            "create",
-            "clusterrolebinding",
-            "scraper-metrics",
-            "--clusterrole=cloud-controller-manager-metrics-reader",
-            "--serviceaccount=default:scraper",
-        ],
-    )
-    .await;
-    let scraper = service_account_token(&cp, "default", "scraper").await;
-    let nobody = service_account_token(&cp, "default", "nobody").await;
+    let (scraper, nobody) = scraper_and_nobody(&cp).await;
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port().await);
     let _node = tokio::process::Command::new(env!("CARGO_BIN_EXE_virtual-node"))
         .args([
