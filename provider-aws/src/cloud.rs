@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig, retry::RetryConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
+use aws_sdk_ec2::config::retry::{RetryPartition, TokenBucket};
 use aws_smithy_http_client::tls;
 use cloudprovider_api::{
     CloudError, CloudProvider, Instances, LoadBalancers, NodeGroups, Routes, Zones, async_trait,
@@ -45,6 +46,20 @@ pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient 
         .build_https()
 }
 
+/// The retry quota (and, in adaptive mode, the client-side rate limiter) of one provider, shared by its EC2 and
+/// ELB clients and by nobody else: the SDK's default partition is process-wide per service, so a second provider
+/// in the same process (a test, another cluster) would drain it too. The quota is the SDK's (500 tokens, a retry
+/// costs 5, a timeout 10) plus the configured time-based refill, so a long throttling storm slows retries down
+/// instead of ending them.
+fn retry_partition(config: &AwsConfig) -> RetryPartition {
+    // Refill rates are small integers (validated <= 1000), exact in f32.
+    #[allow(clippy::cast_precision_loss)]
+    let refill = config.retry_quota_refill() as f32;
+    RetryPartition::custom(format!("kube-cloud-aws-{}", config.cluster_id))
+        .token_bucket(TokenBucket::builder().refill_rate(refill).build())
+        .build()
+}
+
 impl AwsCloud {
     /// Validates `config`, loads the SDK configuration through the standard chain (environment, profile, web
     /// identity, container and instance metadata credentials) and builds the clients.
@@ -69,9 +84,7 @@ impl AwsCloud {
     pub fn config_loader(config: &AwsConfig) -> ConfigLoader {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(https_client())
-            .retry_config(
-                RetryConfig::standard().with_max_attempts(config.max_attempts.unwrap_or(3)),
-            );
+            .retry_config(config.sdk_retry_config());
         if let Some(region) = &config.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -107,12 +120,16 @@ impl AwsCloud {
                     "no region: set `region` in the config, AWS_REGION, or a profile region",
                 )
             })?;
-        let mut ec2 = aws_sdk_ec2::config::Builder::from(sdk).interceptor(calls.clone());
+        let retries = retry_partition(&config);
+        let mut ec2 = aws_sdk_ec2::config::Builder::from(sdk)
+            .interceptor(calls.clone())
+            .retry_partition(retries.clone());
         if let Some(url) = &config.ec2_endpoint_url {
             ec2 = ec2.endpoint_url(url);
         }
-        let mut elb =
-            aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk).interceptor(calls.clone());
+        let mut elb = aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk)
+            .interceptor(calls.clone())
+            .retry_partition(retries);
         if let Some(url) = &config.elb_endpoint_url {
             elb = elb.endpoint_url(url);
         }

@@ -60,13 +60,44 @@ pub struct AwsConfig {
     #[serde(default)]
     pub max_attempts: Option<u32>,
     /// Seconds a caller should wait after the API throttled us (and the SDK's own retries were used up).
-    /// Default 10.
+    /// Default 10, at most 3600.
     #[serde(default)]
     pub throttle_retry_after_seconds: Option<u64>,
+    /// How the SDK retries: `standard` (default) or `adaptive`, which also slows every later request of this
+    /// provider down after throttling (client-side rate limiting, the SDK's counterpart of upstream's
+    /// process-wide `CrossRequestRetryDelay`; the SDK calls the mode experimental).
+    #[serde(default)]
+    pub retry_mode: Option<RetryMode>,
+    /// Retry-quota tokens regained per second (a retry costs 5, 10 after a timeout; the quota holds 500 and
+    /// every first-try success returns 1, as in every AWS SDK). Without time-based refill a long throttling storm
+    /// drains the quota and then no call is retried at all, so an operation of several calls almost never
+    /// completes; the refill keeps retries possible at a bounded rate. Default 5 (one retry per second on
+    /// average once the quota is drained), `0` = the SDK's behaviour, at most 1000.
+    #[serde(default)]
+    pub retry_quota_refill_per_second: Option<u32>,
     /// Groups of on-demand EC2 instances (the node-groups capability).
     #[serde(default)]
     pub node_groups: Vec<NodeGroupConfig>,
 }
+
+/// The SDK's retry mode (config field `retryMode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum RetryMode {
+    /// Exponential backoff with jitter per call, bounded by the retry quota.
+    #[default]
+    Standard,
+    /// Standard, plus a client-side rate limiter that slows all requests after throttling.
+    Adaptive,
+}
+
+/// The largest `maxAttempts`.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 20;
+/// The largest `throttleRetryAfterSeconds`.
+pub const THROTTLE_RETRY_AFTER_LIMIT_SECONDS: u64 = 3600;
+/// The largest `retryQuotaRefillPerSecond`.
+pub const RETRY_QUOTA_REFILL_LIMIT: u32 = 1000;
 
 /// One group of on-demand EC2 instances, launched from a template with `RunInstances` (no Auto Scaling group).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -148,8 +179,29 @@ impl AwsConfig {
                 "must not contain '/' or spaces (it is part of a tag key)",
             ));
         }
-        if self.max_attempts == Some(0) {
-            return Err(AwsError::config("maxAttempts", "must be at least 1"));
+        if let Some(n) = self.max_attempts
+            && !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)
+        {
+            return Err(AwsError::config(
+                "maxAttempts",
+                format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {n}"),
+            ));
+        }
+        if let Some(n) = self.throttle_retry_after_seconds
+            && !(1..=THROTTLE_RETRY_AFTER_LIMIT_SECONDS).contains(&n)
+        {
+            return Err(AwsError::config(
+                "throttleRetryAfterSeconds",
+                format!("must be between 1 and {THROTTLE_RETRY_AFTER_LIMIT_SECONDS}, got {n}"),
+            ));
+        }
+        if let Some(n) = self.retry_quota_refill_per_second
+            && n > RETRY_QUOTA_REFILL_LIMIT
+        {
+            return Err(AwsError::config(
+                "retryQuotaRefillPerSecond",
+                format!("must be at most {RETRY_QUOTA_REFILL_LIMIT}, got {n}"),
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, group) in self.node_groups.iter().enumerate() {
@@ -185,6 +237,20 @@ impl AwsConfig {
             }
         }
         Ok(())
+    }
+
+    /// The SDK retry configuration: mode and attempts (default 3, as upstream's standard retryer).
+    pub(crate) fn sdk_retry_config(&self) -> aws_config::retry::RetryConfig {
+        let config = match self.retry_mode.unwrap_or_default() {
+            RetryMode::Standard => aws_config::retry::RetryConfig::standard(),
+            RetryMode::Adaptive => aws_config::retry::RetryConfig::adaptive(),
+        };
+        config.with_max_attempts(self.max_attempts.unwrap_or(3))
+    }
+
+    /// Retry-quota tokens regained per second (default 5).
+    pub(crate) fn retry_quota_refill(&self) -> u32 {
+        self.retry_quota_refill_per_second.unwrap_or(5)
     }
 
     pub(crate) fn throttle_retry_after(&self) -> std::time::Duration {

@@ -51,7 +51,10 @@ use std::sync::Arc;
 use cloudprovider_api::{CloudProvider, ProviderRegistry, RegistryError};
 
 pub use cloud::{AwsCloud, https_client};
-pub use config::{AwsConfig, CapacityConfig, NodeGroupConfig};
+pub use config::{
+    AwsConfig, CapacityConfig, MAX_ATTEMPTS_LIMIT, NodeGroupConfig, RETRY_QUOTA_REFILL_LIMIT, RetryMode,
+    THROTTLE_RETRY_AFTER_LIMIT_SECONDS,
+};
 pub use error::{AwsError, THROTTLING_CODES, is_throttling_code};
 pub use instances::{DESCRIBE_BATCH_SIZE, instance_id_from_provider_id};
 pub use load_balancers::TARGET_CHUNK_SIZE;

@@ -1,8 +1,10 @@
 //! Counting AWS API calls: an SDK interceptor every client of the provider carries. It also feeds upstream's
 //! Prometheus metrics, `cloudprovider_aws_api_request_duration_seconds{request}` (latency of calls that succeeded,
 //! retries included) and `cloudprovider_aws_api_request_errors{request}` (calls that failed after the SDK's
-//! retries), registered by [`CloudProvider::register_metrics`](cloudprovider_api::CloudProvider::register_metrics).
-//! `request` is the AWS operation (`DescribeInstances`, `RegisterTargets`, …).
+//! retries) and `cloudprovider_aws_api_throttled_requests_total{operation_name}` (attempts AWS answered with a
+//! throttling error, retried or not), registered by
+//! [`CloudProvider::register_metrics`](cloudprovider_api::CloudProvider::register_metrics).
+//! `request` and `operation_name` are the AWS operation (`DescribeInstances`, `RegisterTargets`, …).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,6 +32,13 @@ use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 pub struct RequestLabel {
     /// The AWS operation, e.g. `DescribeInstances`.
     pub request: String,
+}
+
+/// The `operation_name` label of upstream's throttling metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    /// The AWS operation, e.g. `DescribeInstances`.
+    pub operation_name: String,
 }
 
 /// A counter exposed without the `_total` suffix, as upstream's `cloudprovider_aws_api_request_errors` is (an
@@ -71,6 +80,8 @@ pub struct AwsApiMetrics {
     pub duration: Family<RequestLabel, Histogram>,
     /// `cloudprovider_aws_api_request_errors{request}`: AWS API calls that failed.
     pub errors: Family<RequestLabel, UntypedCounter>,
+    /// `cloudprovider_aws_api_throttled_requests_total{operation_name}`: attempts AWS throttled.
+    pub throttled: Family<OperationLabel, Counter>,
 }
 
 impl Default for AwsApiMetrics {
@@ -84,6 +95,7 @@ impl Default for AwsApiMetrics {
                 ])
             }),
             errors: Family::default(),
+            throttled: Family::default(),
         }
     }
 }
@@ -101,6 +113,20 @@ impl AwsApiMetrics {
             "AWS API errors",
             self.errors.clone(),
         );
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "cloudprovider_aws_api_throttled_requests",
+            "AWS API throttled requests",
+            self.throttled.clone(),
+        );
+    }
+
+    fn record_throttled(&self, operation: &str) {
+        self.throttled
+            .get_or_create(&OperationLabel {
+                operation_name: operation.to_owned(),
+            })
+            .inc();
     }
 
     fn record(&self, operation: &str, seconds: f64, failed: bool) {
@@ -209,6 +235,23 @@ impl ApiCallCounter {
     }
 }
 
+/// True when an answer is one of AWS's throttling errors. EC2 (`RequestLimitExceeded`, HTTP 503) and ELB
+/// (`Throttling`, HTTP 400) name the code in an XML `<Code>` element of the error body, which the SDK has read
+/// into memory by the time an attempt ends; successful answers are not looked into.
+fn is_throttling_answer(response: &aws_smithy_runtime_api::http::Response) -> bool {
+    let status = response.status().as_u16();
+    if !(400..600).contains(&status) {
+        return false;
+    }
+    let Some(body) = response.body().bytes() else {
+        return false;
+    };
+    let body = String::from_utf8_lossy(body);
+    crate::error::THROTTLING_CODES
+        .iter()
+        .any(|code| body.contains(&format!("<Code>{code}</Code>")))
+}
+
 fn operation(cfg: &ConfigBag) -> (String, String) {
     cfg.load::<Metadata>()
         .map(|m| (m.service().to_owned(), m.name().to_owned()))
@@ -263,8 +306,11 @@ impl Intercept for ApiCallCounter {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        let (service, operation) = operation(cfg);
+        if context.response().is_some_and(is_throttling_answer) {
+            self.metrics.record_throttled(&operation);
+        }
         if let Some(observer) = &self.observer {
-            let (service, operation) = operation(cfg);
             let status = context.response().map(|r| r.status().as_u16());
             observer(&ApiCall {
                 service,

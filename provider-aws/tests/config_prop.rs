@@ -10,7 +10,9 @@ use cloudprovider_api::{
     CloudError, CloudProvider, PROVIDER_ID_FIELD, ProviderRegistry, RegistryError,
 };
 use proptest::prelude::*;
-use provider_aws::{AwsConfig, CapacityConfig, NodeGroupConfig, instance_id_from_provider_id};
+use provider_aws::{
+    AwsConfig, CapacityConfig, NodeGroupConfig, RetryMode, instance_id_from_provider_id,
+};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -155,11 +157,13 @@ fn valid_config() -> impl Strategy<Value = AwsConfig> {
     (
         "[a-zA-Z0-9_.-]{1,30}",
         proptest::option::of(word()),
-        proptest::option::of(1u32..10),
-        proptest::option::of(any::<u64>()),
+        proptest::option::of(1u32..=20),
+        proptest::option::of(1u64..=3600),
         proptest::collection::vec(node_group(), 0..4),
+        proptest::option::of(prop_oneof![Just(RetryMode::Standard), Just(RetryMode::Adaptive)]),
+        proptest::option::of(0u32..=1000),
     )
-        .prop_map(|(cluster_id, region, max_attempts, throttle, groups)| {
+        .prop_map(|(cluster_id, region, max_attempts, throttle, groups, retry_mode, refill)| {
             let mut seen = std::collections::BTreeSet::new();
             let node_groups = groups
                 .into_iter()
@@ -170,6 +174,8 @@ fn valid_config() -> impl Strategy<Value = AwsConfig> {
                 subnet_id: Some("subnet-0abc".to_owned()),
                 max_attempts,
                 throttle_retry_after_seconds: throttle,
+                retry_mode,
+                retry_quota_refill_per_second: refill,
                 node_groups,
                 ..AwsConfig::new(cluster_id)
             }
@@ -193,7 +199,7 @@ proptest! {
     /// Breaking one thing (serde's or `validate`'s rules) is rejected naming exactly that field, without echoing
     /// a value of the wrong type.
     #[test]
-    fn aws_config_breakage_names_the_field(cfg in valid_config(), which in 0usize..9, marker in "[a-z]{5}[0-9]{5}") {
+    fn aws_config_breakage_names_the_field(cfg in valid_config(), which in 0usize..14, marker in "[a-z]{5}[0-9]{5}") {
         let mut doc = serde_json::to_value(&cfg).unwrap_or_else(|e| panic!("{e}"));
         let has_group = !cfg.node_groups.is_empty();
         let g = cfg.node_groups.len().saturating_sub(1);
@@ -211,6 +217,11 @@ proptest! {
                 serde_json::json!(cfg.node_groups[g].max_size + 1),
                 format!("nodeGroups[{g}].minSize"),
             ),
+            9 => ("/maxAttempts".to_owned(), serde_json::json!(21), "maxAttempts".to_owned()),
+            10 => ("/throttleRetryAfterSeconds".to_owned(), serde_json::json!(0), "throttleRetryAfterSeconds".to_owned()),
+            11 => ("/throttleRetryAfterSeconds".to_owned(), serde_json::json!(u64::MAX), "throttleRetryAfterSeconds".to_owned()),
+            12 => ("/retryQuotaRefillPerSecond".to_owned(), serde_json::json!(1001), "retryQuotaRefillPerSecond".to_owned()),
+            13 => ("/retryMode".to_owned(), serde_json::json!(marker), "retryMode".to_owned()),
             _ => ("/nodeGroups".to_owned(), serde_json::json!({ "id": marker }), "nodeGroups".to_owned()),
         };
         let (parent, key) = pointer.rsplit_once('/').unwrap_or_else(|| panic!("{pointer}"));
@@ -226,7 +237,7 @@ proptest! {
             let shown = r.as_ref().err().map(ToString::to_string).unwrap_or_default();
             prop_assert_eq!(rejected_field(r), field.clone(), "{}", shown);
             // A wrong-typed value is not echoed (validate's own messages may quote what they check).
-            if which == 3 || which == 6 {
+            if which == 3 || which == 6 || which == 13 {
                 prop_assert!(!shown.contains(&marker), "value echoed: {}", shown);
             }
         }

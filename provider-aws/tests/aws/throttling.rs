@@ -138,3 +138,85 @@ async fn throttling_maps_to_throttled_with_retry_after() {
             .all(|s| matches!(s, Err(CloudError::Throttled { .. })))
     );
 }
+
+/// A provider whose SDK retries at once (1 ms backoff) against the throttling server.
+async fn quick_retrying_cloud(url: &str, refill: u32) -> AwsCloud {
+    let config = AwsConfig {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(url.to_owned()),
+        max_attempts: Some(3),
+        retry_quota_refill_per_second: Some(refill),
+        ..AwsConfig::new("c1")
+    };
+    let sdk = AwsCloud::config_loader(&config)
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(1)),
+        )
+        .test_credentials()
+        .load()
+        .await;
+    AwsCloud::from_sdk_config(config, &sdk).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Attempts one `instance_exists` call made (1 = not retried, 3 = retried twice).
+async fn attempts_of_one_call(cloud: &AwsCloud) -> u64 {
+    let node = node_with_provider_id("n", "aws:///us-east-1a/i-0123456789abcdef0");
+    let before = cloud.api_calls().count("DescribeInstances");
+    let result = cloud.instance_exists(&node).await;
+    assert!(
+        matches!(result, Err(CloudError::Throttled { .. })),
+        "{result:?}"
+    );
+    cloud.api_calls().count("DescribeInstances") - before
+}
+
+/// The retry quota (500 tokens, 5 per throttled retry) belongs to one provider and refills with time: a throttling
+/// storm that drains it leaves the provider retrying again within seconds, not never (the SDK's default), and a
+/// second provider in the process is not drained with it.
+#[tokio::test]
+async fn retry_quota_is_per_provider_and_refills_with_time() {
+    let (url, _) = throttling_server().await;
+    let no_refill = quick_retrying_cloud(&url, 0).await;
+    let refilled = quick_retrying_cloud(&url, 5).await;
+    let bystander = quick_retrying_cloud(&url, 0).await;
+
+    // Two retries per call cost 10 tokens: 50 calls drain the quota.
+    assert_eq!(attempts_of_one_call(&no_refill).await, 3);
+    for _ in 0..55 {
+        attempts_of_one_call(&no_refill).await;
+        attempts_of_one_call(&refilled).await;
+    }
+    assert_eq!(
+        attempts_of_one_call(&no_refill).await,
+        1,
+        "the quota drains"
+    );
+    assert_eq!(
+        attempts_of_one_call(&bystander).await,
+        3,
+        "another provider's quota is its own"
+    );
+
+    // Three seconds regain 15 tokens at 5/s: enough for the two retries of one call.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(
+        attempts_of_one_call(&no_refill).await,
+        1,
+        "without refill it stays empty"
+    );
+    assert_eq!(attempts_of_one_call(&refilled).await, 3, "refilled");
+
+    // Every throttled attempt is counted under upstream's metric.
+    let mut registry = prometheus_client::registry::Registry::default();
+    no_refill.api_calls().metrics().register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let attempts = no_refill.api_calls().count("DescribeInstances");
+    let line = format!(
+        "cloudprovider_aws_api_throttled_requests_total{{operation_name=\"DescribeInstances\"}} {attempts}"
+    );
+    assert!(text.contains(&line), "want {line} in\n{text}");
+}
