@@ -75,13 +75,19 @@ pub struct AwsConfig {
     /// average once the quota is drained), `0` = the SDK's behaviour, at most 1000.
     #[serde(default)]
     pub retry_quota_refill_per_second: Option<u32>,
+    /// Upstream's `DisableSecurityGroupIngress`: never add or remove security-group rules for load balancers
+    /// (the nodes' groups are managed elsewhere and must admit NLB clients and health checks themselves).
+    #[serde(default)]
+    pub disable_security_group_ingress: bool,
     /// Groups of on-demand EC2 instances (the node-groups capability).
     #[serde(default)]
     pub node_groups: Vec<NodeGroupConfig>,
 }
 
 /// The SDK's retry mode (config field `retryMode`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum RetryMode {

@@ -52,8 +52,8 @@ use cloudprovider_api::{CloudProvider, ProviderRegistry, RegistryError};
 
 pub use cloud::{AwsCloud, https_client};
 pub use config::{
-    AwsConfig, CapacityConfig, MAX_ATTEMPTS_LIMIT, NodeGroupConfig, RETRY_QUOTA_REFILL_LIMIT, RetryMode,
-    THROTTLE_RETRY_AFTER_LIMIT_SECONDS,
+    AwsConfig, CapacityConfig, MAX_ATTEMPTS_LIMIT, NodeGroupConfig, RETRY_QUOTA_REFILL_LIMIT,
+    RetryMode, THROTTLE_RETRY_AFTER_LIMIT_SECONDS,
 };
 pub use error::{AwsError, THROTTLING_CODES, is_throttling_code};
 pub use instances::{DESCRIBE_BATCH_SIZE, instance_id_from_provider_id};
@@ -70,9 +70,11 @@ pub mod annotations {
         ANNOTATION_ADDITIONAL_TAGS, ANNOTATION_CROSS_ZONE, ANNOTATION_HC_HEALTHY,
         ANNOTATION_HC_INTERVAL, ANNOTATION_HC_PATH, ANNOTATION_HC_PORT, ANNOTATION_HC_PROTOCOL,
         ANNOTATION_HC_TIMEOUT, ANNOTATION_HC_UNHEALTHY, ANNOTATION_INTERNAL,
-        ANNOTATION_LOAD_BALANCER_TYPE, ANNOTATION_SUBNETS, ANNOTATION_TARGET_NODE_LABELS,
+        ANNOTATION_LOAD_BALANCER_TYPE, ANNOTATION_SOURCE_RANGES, ANNOTATION_SUBNETS,
+        ANNOTATION_TARGET_NODE_LABELS, DEFAULT_SOURCE_RANGE,
     };
 }
+pub use load_balancers::ingress::{NLB_CLIENT_RULE, NLB_HEALTH_RULE, NLB_MTU_RULE};
 
 /// The name the provider registers under and the scheme of its provider IDs.
 pub const PROVIDER_NAME: &str = "aws";

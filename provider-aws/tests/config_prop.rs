@@ -160,26 +160,31 @@ fn valid_config() -> impl Strategy<Value = AwsConfig> {
         proptest::option::of(1u32..=20),
         proptest::option::of(1u64..=3600),
         proptest::collection::vec(node_group(), 0..4),
-        proptest::option::of(prop_oneof![Just(RetryMode::Standard), Just(RetryMode::Adaptive)]),
+        proptest::option::of(prop_oneof![
+            Just(RetryMode::Standard),
+            Just(RetryMode::Adaptive)
+        ]),
         proptest::option::of(0u32..=1000),
     )
-        .prop_map(|(cluster_id, region, max_attempts, throttle, groups, retry_mode, refill)| {
-            let mut seen = std::collections::BTreeSet::new();
-            let node_groups = groups
-                .into_iter()
-                .filter(|g| seen.insert(g.id.clone()))
-                .collect();
-            AwsConfig {
-                region,
-                subnet_id: Some("subnet-0abc".to_owned()),
-                max_attempts,
-                throttle_retry_after_seconds: throttle,
-                retry_mode,
-                retry_quota_refill_per_second: refill,
-                node_groups,
-                ..AwsConfig::new(cluster_id)
-            }
-        })
+        .prop_map(
+            |(cluster_id, region, max_attempts, throttle, groups, retry_mode, refill)| {
+                let mut seen = std::collections::BTreeSet::new();
+                let node_groups = groups
+                    .into_iter()
+                    .filter(|g| seen.insert(g.id.clone()))
+                    .collect();
+                AwsConfig {
+                    region,
+                    subnet_id: Some("subnet-0abc".to_owned()),
+                    max_attempts,
+                    throttle_retry_after_seconds: throttle,
+                    retry_mode,
+                    retry_quota_refill_per_second: refill,
+                    node_groups,
+                    ..AwsConfig::new(cluster_id)
+                }
+            },
+        )
 }
 
 proptest! {

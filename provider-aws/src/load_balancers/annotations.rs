@@ -1,6 +1,6 @@
 //! The Service annotations the provider honours, parsed and validated before any AWS call.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cloudprovider_api::{CloudError, CloudResult};
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
@@ -22,6 +22,10 @@ pub const ANNOTATION_CROSS_ZONE: &str =
 /// `key=value,…`: extra tags on the load balancer and its target groups.
 pub const ANNOTATION_ADDITIONAL_TAGS: &str =
     "service.beta.kubernetes.io/aws-load-balancer-additional-resource-tags";
+/// Upstream's (not AWS-specific) source ranges annotation, read when `spec.loadBalancerSourceRanges` is empty.
+pub const ANNOTATION_SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+/// The client CIDRs when a Service names none.
+pub const DEFAULT_SOURCE_RANGE: &str = "0.0.0.0/0";
 /// `TCP`, `HTTP` or `HTTPS`.
 pub const ANNOTATION_HC_PROTOCOL: &str =
     "service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol";
@@ -76,6 +80,8 @@ pub(crate) struct LbSpec {
     pub(crate) extra_tags: BTreeMap<String, String>,
     pub(crate) health: HealthCheck,
     pub(crate) ports: Vec<PortSpec>,
+    /// The client CIDRs, normalized (`spec.loadBalancerSourceRanges`, else the annotation, else `0.0.0.0/0`).
+    pub(crate) source_ranges: BTreeSet<String>,
 }
 
 impl LbSpec {
@@ -214,6 +220,7 @@ pub(crate) fn plan(service: &Service) -> CloudResult<Plan> {
     let target_node_labels = key_values(service, ANNOTATION_TARGET_NODE_LABELS)?;
     let cross_zone = boolean(service, ANNOTATION_CROSS_ZONE)?;
     let extra_tags = key_values(service, ANNOTATION_ADDITIONAL_TAGS)?;
+    let source_ranges = source_ranges(service, &spec)?;
     Ok(Plan::Nlb(Box::new(LbSpec {
         namespace: service
             .metadata
@@ -228,7 +235,38 @@ pub(crate) fn plan(service: &Service) -> CloudResult<Plan> {
         extra_tags,
         health,
         ports,
+        source_ranges,
     })))
+}
+
+/// The client CIDRs, as upstream's `GetLoadBalancerSourceRanges`: `spec.loadBalancerSourceRanges` when it lists
+/// any, else the comma-separated annotation, else `0.0.0.0/0`. Host bits are cleared (`10.0.0.1/8` is
+/// `10.0.0.0/8`, as EC2 wants it).
+fn source_ranges(service: &Service, spec: &ServiceSpec) -> CloudResult<BTreeSet<String>> {
+    let listed = spec.load_balancer_source_ranges.clone().unwrap_or_default();
+    let (field, values): (String, Vec<String>) = if listed.iter().any(|r| !r.trim().is_empty()) {
+        ("spec.loadBalancerSourceRanges".to_owned(), listed)
+    } else {
+        let raw = annotation(service, ANNOTATION_SOURCE_RANGES).unwrap_or_default();
+        (
+            ANNOTATION_SOURCE_RANGES.to_owned(),
+            raw.split(',').map(str::to_owned).collect(),
+        )
+    };
+    let mut ranges = BTreeSet::new();
+    for value in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        let net: ipnet::IpNet = value.parse().map_err(|_| {
+            CloudError::invalid_input(
+                field.clone(),
+                format!("{value:?} is not an IP range; expected CIDRs like 10.0.0.0/24"),
+            )
+        })?;
+        ranges.insert(net.trunc().to_string());
+    }
+    if ranges.is_empty() {
+        ranges.insert(DEFAULT_SOURCE_RANGE.to_owned());
+    }
+    Ok(ranges)
 }
 
 /// The load-balancer type: `None` for an NLB, the reason for `nlb-ip`/`external`, an error for anything else.

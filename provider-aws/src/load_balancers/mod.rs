@@ -9,10 +9,13 @@ pub(crate) mod annotations;
 #[cfg(test)]
 mod annotations_prop;
 mod elb;
+pub(crate) mod ingress;
+mod security_groups;
 mod subnets;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use aws_sdk_ec2::types::Instance;
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, LoadBalancer, LoadBalancerAttribute, LoadBalancerSchemeEnum,
     LoadBalancerTypeEnum, ProtocolEnum, TargetGroup, TargetTypeEnum,
@@ -118,7 +121,7 @@ impl AwsCloud {
         &self,
         spec: &LbSpec,
         nodes: &[Node],
-    ) -> CloudResult<BTreeSet<String>> {
+    ) -> CloudResult<BTreeMap<String, Instance>> {
         let selected = nodes.iter().filter(|n| {
             let labels = n.metadata.labels.clone().unwrap_or_default();
             spec.target_node_labels
@@ -134,7 +137,7 @@ impl AwsCloud {
                 }
             }
         }
-        let mut ids = BTreeSet::new();
+        let mut ids = BTreeMap::new();
         if keys.is_empty() {
             return Ok(ids);
         }
@@ -146,7 +149,7 @@ impl AwsCloud {
             };
             match (instance.instance_id(), is_running(instance)) {
                 (Some(id), true) => {
-                    ids.insert(id.to_owned());
+                    ids.insert(id.to_owned(), instance.clone());
                 }
                 (id, _) => warn!(
                     ?key,
@@ -370,13 +373,17 @@ impl AwsCloud {
             ));
         }
         self.sync_listeners(&lb_arn, &wanted).await.map_err(err)?;
+        let target_ids: BTreeSet<String> = targets.keys().cloned().collect();
         for (port, tg_arn) in &wanted {
             let refused = self
-                .sync_targets(tg_arn, port.node_port, &targets)
+                .sync_targets(tg_arn, port.node_port, &target_ids)
                 .await
                 .map_err(err)?;
             warn_refused(tg_arn, &refused);
         }
+        self.sync_nlb_ingress(&lb, spec, &targets)
+            .await
+            .map_err(err)?;
         let stale: Vec<TargetGroup> = attached
             .into_iter()
             .filter(|tg| {
@@ -457,6 +464,7 @@ impl LoadBalancers for AwsCloud {
             .await?
             .ok_or_else(|| CloudError::not_found("load balancer", name))?;
         let targets = self.target_instances(&spec, nodes).await?;
+        let target_ids: BTreeSet<String> = targets.keys().cloned().collect();
         let groups = self
             .target_groups_of(lb.load_balancer_arn().unwrap_or_default())
             .await
@@ -466,12 +474,15 @@ impl LoadBalancers for AwsCloud {
                 continue;
             };
             let refused = self
-                .sync_targets(arn, port, &targets)
+                .sync_targets(arn, port, &target_ids)
                 .await
                 .map_err(|e| self.cloud_error(e))?;
             warn_refused(arn, &refused);
         }
-        Ok(())
+        // A new node may bring a security group without the rules.
+        self.sync_nlb_ingress(&lb, &spec, &targets)
+            .await
+            .map_err(|e| self.cloud_error(e))
     }
 
     /// Deletes the NLB (its listeners go with it) when this cluster owns it, then every target group owned by this
@@ -492,6 +503,10 @@ impl LoadBalancers for AwsCloud {
             Ok(Some(lb)) => {
                 let arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
                 groups.extend(self.target_groups_of(&arn).await.map_err(err)?);
+                // Rules first: while the load balancer exists a failed pass is retried and finds them again.
+                self.remove_nlb_ingress(&name, lb.vpc_id())
+                    .await
+                    .map_err(err)?;
                 self.inner
                     .elb
                     .delete_load_balancer()
@@ -500,7 +515,8 @@ impl LoadBalancers for AwsCloud {
                     .await
                     .map_err(|e| err(api_error("DeleteLoadBalancer", e)))?;
             }
-            Ok(None) => {}
+            // Gone already (an earlier pass may have stopped after deleting it): rules may remain.
+            Ok(None) => self.remove_nlb_ingress(&name, None).await.map_err(err)?,
             // Someone else's load balancer under our name: leave it, but still clean up our target groups.
             Err(CloudError::InvalidInput { message, .. }) => {
                 warn!(%message, "load balancer not deleted")

@@ -7,4 +7,5 @@ mod instances;
 mod load_balancers;
 mod node_groups;
 mod routes;
+mod security_groups;
 mod throttling;
