@@ -44,6 +44,8 @@ pub struct ActionCount {
 struct State {
     rates: AwsFaultRates,
     counts: BTreeMap<String, ActionCount>,
+    /// Actions whose request forms are kept, and the forms.
+    recorded: BTreeMap<String, Vec<String>>,
     /// A xorshift state: faults are drawn deterministically per seed.
     rng: u64,
 }
@@ -136,6 +138,24 @@ impl AwsFaultProxy {
     /// Calls by action (`DescribeInstances`, `CreateLoadBalancer`, …) since the start.
     pub fn counts(&self) -> BTreeMap<String, ActionCount> {
         lock(&self.state).counts.clone()
+    }
+
+    /// Keeps the request forms of `actions` from now on (see [`requests`](Self::requests)): proof of what the
+    /// provider asked for where moto does not keep it.
+    pub fn record(&self, actions: &[&str]) {
+        let mut st = lock(&self.state);
+        for action in actions {
+            st.recorded.entry((*action).to_owned()).or_default();
+        }
+    }
+
+    /// The URL-encoded request forms of a recorded action, oldest first.
+    pub fn requests(&self, action: &str) -> Vec<String> {
+        lock(&self.state)
+            .recorded
+            .get(action)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// All calls since the start.
@@ -233,6 +253,9 @@ async fn handle(
         } else {
             None
         };
+        if let Some(forms) = st.recorded.get_mut(&action) {
+            forms.push(form.clone().into_owned());
+        }
         let count = st.counts.entry(action).or_default();
         count.calls += 1;
         match fault {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::error::{Error, Result};
-use crate::net::{free_port, http};
+use crate::net::{free_port, http, http_with};
 use crate::process::{Proc, owned_temp_dir, tail};
 use crate::tools::run_script;
 
@@ -85,6 +85,35 @@ impl Moto {
     /// The port moto listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Requests an ACM certificate for `domain` in `region` and returns its ARN (for TLS listeners; the AWS SDK
+    /// for ACM is not a dependency, so this speaks ACM's JSON protocol directly — moto does not check signatures).
+    pub async fn request_certificate(&self, region: &str, domain: &str) -> Result<String> {
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential=test/20260101/{region}/acm/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let body = format!("{{\"DomainName\":\"{domain}\"}}");
+        let headers = [
+            ("X-Amz-Target", "CertificateManager.RequestCertificate"),
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("Authorization", authorization.as_str()),
+        ];
+        let (status, answer) = http_with(self.port, "POST", "/", &headers, &body)
+            .await
+            .map_err(|e| Error::Moto(format!("RequestCertificate failed: {e}")))?;
+        // {"CertificateArn": "arn:aws:acm:…"}: an ARN has no quotes or escapes.
+        let arn = answer
+            .split_once("\"CertificateArn\"")
+            .and_then(|(_, rest)| rest.split('"').nth(1))
+            .filter(|arn| arn.starts_with("arn:"))
+            .map(str::to_owned);
+        match (status, arn) {
+            (200, Some(arn)) => Ok(arn),
+            _ => Err(Error::Moto(format!(
+                "RequestCertificate answered {status}: {answer:.300}"
+            ))),
+        }
     }
 
     /// Forgets every resource (`POST /moto-api/reset`).

@@ -33,10 +33,26 @@ pub(crate) fn free_port() -> Result<u16> {
 
 /// Sends `METHOD path` to `127.0.0.1:port` over plain HTTP/1.1; returns the status code and the body.
 pub(crate) async fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_with(port, method, path, &[], "").await
+}
+
+/// [`http`] with extra headers and a body.
+pub(crate) async fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         );
         stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();

@@ -6,6 +6,8 @@ use cloudprovider_api::{CloudError, CloudResult};
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use sha2::{Digest, Sha256};
 
+use super::nlb_options::{self, NlbOptions, Tls};
+
 /// `nlb` (or absent): a Network Load Balancer with instance targets. `nlb-ip` and `external` belong to the AWS Load
 /// Balancer Controller (implemented elsewhere). Classic ELBs are not supported.
 pub const ANNOTATION_LOAD_BALANCER_TYPE: &str = "service.beta.kubernetes.io/aws-load-balancer-type";
@@ -65,7 +67,32 @@ pub(crate) struct HealthCheck {
 pub(crate) struct PortSpec {
     pub(crate) port: i32,
     pub(crate) node_port: i32,
+    /// The Service port's protocol, `TCP` or `UDP`.
     pub(crate) protocol: String,
+    /// The Service port's name.
+    pub(crate) name: Option<String>,
+    /// A TLS listener (certificate annotations).
+    pub(crate) tls: Option<Tls>,
+}
+
+impl PortSpec {
+    /// The listener's protocol: `TLS` with a certificate, else the port's.
+    pub(crate) fn listener_protocol(&self) -> &str {
+        if self.tls.is_some() {
+            "TLS"
+        } else {
+            &self.protocol
+        }
+    }
+
+    /// The target group's protocol: `TLS` with `backend-protocol: ssl`, else the port's.
+    pub(crate) fn target_protocol(&self) -> &str {
+        if self.tls.as_ref().is_some_and(|t| t.backend) {
+            "TLS"
+        } else {
+            &self.protocol
+        }
+    }
 }
 
 /// Everything the provider needs from a Service, validated.
@@ -82,6 +109,8 @@ pub(crate) struct LbSpec {
     pub(crate) ports: Vec<PortSpec>,
     /// The client CIDRs, normalized (`spec.loadBalancerSourceRanges`, else the annotation, else `0.0.0.0/0`).
     pub(crate) source_ranges: BTreeSet<String>,
+    /// Static addresses, attributes, access logs.
+    pub(crate) options: NlbOptions,
 }
 
 impl LbSpec {
@@ -102,7 +131,7 @@ impl LbSpec {
             &self.name,
             &port.port.to_string(),
             &port.node_port.to_string(),
-            &port.protocol,
+            port.target_protocol(),
             "instance",
             &hc.protocol,
             &hc.port,
@@ -213,7 +242,7 @@ pub(crate) fn plan(service: &Service) -> CloudResult<Plan> {
     }
     let spec = service.spec.clone().unwrap_or_default();
     check_session_affinity(&spec)?;
-    let ports = port_specs(&spec)?;
+    let ports = port_specs(service, &spec)?;
     let internal = internal(service)?;
     let subnets = subnets(service)?;
     let health = health_check(service, &spec)?;
@@ -221,6 +250,8 @@ pub(crate) fn plan(service: &Service) -> CloudResult<Plan> {
     let cross_zone = boolean(service, ANNOTATION_CROSS_ZONE)?;
     let extra_tags = key_values(service, ANNOTATION_ADDITIONAL_TAGS)?;
     let source_ranges = source_ranges(service, &spec)?;
+    let udp = ports.iter().any(|p| p.protocol == "UDP");
+    let options = nlb_options::parse(service, internal, udp)?;
     Ok(Plan::Nlb(Box::new(LbSpec {
         namespace: service
             .metadata
@@ -236,6 +267,7 @@ pub(crate) fn plan(service: &Service) -> CloudResult<Plan> {
         health,
         ports,
         source_ranges,
+        options,
     })))
 }
 
@@ -297,7 +329,7 @@ fn check_session_affinity(spec: &ServiceSpec) -> CloudResult<()> {
 }
 
 /// The ports with a NodePort: at least one, all TCP or all UDP.
-fn port_specs(spec: &ServiceSpec) -> CloudResult<Vec<PortSpec>> {
+fn port_specs(service: &Service, spec: &ServiceSpec) -> CloudResult<Vec<PortSpec>> {
     let mut ports = Vec::new();
     for (i, p) in spec.ports.iter().flatten().enumerate() {
         let Some(node_port) = p.node_port.filter(|n| *n > 0) else {
@@ -314,6 +346,8 @@ fn port_specs(spec: &ServiceSpec) -> CloudResult<Vec<PortSpec>> {
             port: p.port,
             node_port,
             protocol: protocol.to_owned(),
+            name: p.name.clone(),
+            tls: nlb_options::tls_for(service, p.port, p.name.as_deref(), protocol)?,
         });
     }
     let Some(first) = ports.first() else {
@@ -467,7 +501,9 @@ mod tests {
             vec![PortSpec {
                 port: 80,
                 node_port: 30080,
-                protocol: "TCP".into()
+                protocol: "TCP".into(),
+                name: Some("http".into()),
+                tls: None,
             }]
         );
         let name = s.target_group_name("c1", &s.ports[0]);

@@ -8,8 +8,10 @@
 pub(crate) mod annotations;
 #[cfg(test)]
 mod annotations_prop;
+mod attributes;
 mod elb;
 pub(crate) mod ingress;
+pub(crate) mod nlb_options;
 mod security_groups;
 mod subnets;
 
@@ -17,8 +19,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_ec2::types::Instance;
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, LoadBalancer, LoadBalancerAttribute, LoadBalancerSchemeEnum,
-    LoadBalancerTypeEnum, ProtocolEnum, TargetGroup, TargetTypeEnum,
+    Action, ActionTypeEnum, Certificate, LoadBalancer, LoadBalancerSchemeEnum,
+    LoadBalancerTypeEnum, ProtocolEnum, SubnetMapping, TargetGroup, TargetTypeEnum,
 };
 use cloudprovider_api::{
     CloudError, CloudResult, LoadBalancers, async_trait, default_load_balancer_name,
@@ -29,6 +31,7 @@ use tracing::{instrument, warn};
 use self::annotations::{LbSpec, Plan, PortSpec, plan, target_group_prefix};
 pub use self::elb::TARGET_CHUNK_SIZE;
 use self::elb::elb_tags;
+use self::nlb_options::{StaticAddresses, load_balancer_attributes};
 use crate::AwsCloud;
 use crate::error::{AwsError, AwsResult, api_error};
 use crate::instances::{is_running, node_key};
@@ -55,6 +58,38 @@ fn warn_refused(tg_arn: &str, refused: &[String]) {
             "targets refused by ELBv2 (InvalidTarget) left out of the load balancer"
         );
     }
+}
+
+/// One mapping per subnet with its Elastic IP or private address, in the order both are listed.
+fn subnet_mappings(
+    subnet_ids: &[String],
+    addresses: &StaticAddresses,
+) -> CloudResult<Vec<SubnetMapping>> {
+    if addresses.len() != subnet_ids.len() {
+        return Err(CloudError::invalid_input(
+            addresses.annotation(),
+            format!(
+                "lists {} addresses but the load balancer has {} subnets ({}); give one per subnet",
+                addresses.len(),
+                subnet_ids.len(),
+                subnet_ids.join(", ")
+            ),
+        ));
+    }
+    Ok(subnet_ids
+        .iter()
+        .enumerate()
+        .map(|(i, subnet)| {
+            let mapping = SubnetMapping::builder().subnet_id(subnet);
+            match addresses {
+                StaticAddresses::Eips(ids) => mapping.set_allocation_id(ids.get(i).cloned()),
+                StaticAddresses::Private(ips) => {
+                    mapping.set_private_ipv4_address(ips.get(i).map(ToString::to_string))
+                }
+            }
+            .build()
+        })
+        .collect())
 }
 
 fn scheme(internal: bool) -> LoadBalancerSchemeEnum {
@@ -168,14 +203,19 @@ impl AwsCloud {
         spec: &LbSpec,
     ) -> CloudResult<(LoadBalancer, String)> {
         let placement = self.placement(spec).await?;
-        let out = self
+        let mut request = self
             .inner
             .elb
             .create_load_balancer()
             .name(name)
             .r#type(LoadBalancerTypeEnum::Network)
-            .scheme(scheme(spec.internal))
-            .set_subnets(Some(placement.subnet_ids))
+            .scheme(scheme(spec.internal));
+        request = match &spec.options.static_addresses {
+            None => request.set_subnets(Some(placement.subnet_ids)),
+            Some(addresses) => request
+                .set_subnet_mappings(Some(subnet_mappings(&placement.subnet_ids, addresses)?)),
+        };
+        let out = request
             .set_tags(Some(elb_tags(&self.owned_tags_for(spec))))
             .send()
             .await
@@ -205,7 +245,7 @@ impl AwsCloud {
             .elb
             .create_target_group()
             .name(&name)
-            .protocol(ProtocolEnum::from(port.protocol.as_str()))
+            .protocol(ProtocolEnum::from(port.target_protocol()))
             .port(port.node_port)
             .vpc_id(vpc_id)
             .target_type(TargetTypeEnum::Instance)
@@ -245,13 +285,23 @@ impl AwsCloud {
                 .r#type(ActionTypeEnum::Forward)
                 .target_group_arn(tg_arn)
                 .build();
-            let protocol = ProtocolEnum::from(port.protocol.as_str());
+            let protocol = ProtocolEnum::from(port.listener_protocol());
+            let certificates = port.tls.as_ref().map(|t| {
+                vec![
+                    Certificate::builder()
+                        .certificate_arn(&t.certificate_arn)
+                        .build(),
+                ]
+            });
+            let policy = port.tls.as_ref().and_then(|t| t.policy.clone());
             match existing.get(&port.port) {
                 None => {
                     elb.create_listener()
                         .load_balancer_arn(lb_arn)
                         .port(port.port)
                         .protocol(protocol)
+                        .set_certificates(certificates)
+                        .set_ssl_policy(policy)
                         .default_actions(action)
                         .send()
                         .await
@@ -262,11 +312,17 @@ impl AwsCloud {
                         .default_actions()
                         .iter()
                         .any(|a| a.target_group_arn() == Some(tg_arn.as_str()));
-                    if !forwards || l.protocol() != Some(&protocol) {
+                    let certificate = l.certificates().first().and_then(|c| c.certificate_arn());
+                    let tls_differs = certificate
+                        != port.tls.as_ref().map(|t| t.certificate_arn.as_str())
+                        || (policy.is_some() && l.ssl_policy() != policy.as_deref());
+                    if !forwards || l.protocol() != Some(&protocol) || tls_differs {
                         elb.modify_listener()
                             .set_listener_arn(l.listener_arn().map(str::to_owned))
                             .port(port.port)
                             .protocol(protocol)
+                            .set_certificates(certificates)
+                            .set_ssl_policy(policy)
                             .default_actions(action)
                             .send()
                             .await
@@ -395,21 +451,16 @@ impl AwsCloud {
         self.delete_owned_target_groups(&stale, &spec.service_name())
             .await
             .map_err(err)?;
-        if let Some(enabled) = spec.cross_zone {
-            self.inner
-                .elb
-                .modify_load_balancer_attributes()
-                .load_balancer_arn(&lb_arn)
-                .attributes(
-                    LoadBalancerAttribute::builder()
-                        .key("load_balancing.cross_zone.enabled")
-                        .value(enabled.to_string())
-                        .build(),
-                )
-                .send()
+        for (_, tg_arn) in &wanted {
+            self.sync_target_group_attributes(tg_arn, &spec.options.target_group_attributes)
                 .await
-                .map_err(|e| err(api_error("ModifyLoadBalancerAttributes", e)))?;
+                .map_err(err)?;
         }
+        let attributes =
+            load_balancer_attributes(spec.cross_zone, spec.options.access_logs.as_ref());
+        self.sync_load_balancer_attributes(&lb_arn, &attributes)
+            .await
+            .map_err(err)?;
         Ok(status_of(&lb))
     }
 }

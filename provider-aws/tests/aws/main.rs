@@ -5,6 +5,7 @@ mod config;
 mod conformance;
 mod instances;
 mod load_balancers;
+mod nlb_options;
 mod node_groups;
 mod routes;
 mod security_groups;
