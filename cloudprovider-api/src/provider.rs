@@ -1,6 +1,7 @@
 //! The provider object: which capabilities a cloud supports.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -11,8 +12,12 @@ use crate::{CloudResult, Clusters, Instances, LoadBalancers, NodeGroups, Routes,
 ///
 /// Every capability accessor defaults to `None` (unsupported); a provider overrides the ones it has, usually
 /// returning `Some(self)`.
+///
+/// A controller of the provider's own crate gets the concrete type back with
+/// `<dyn CloudProvider>::downcast` (every `'static` type is [`Any`](std::any::Any), so implementors need
+/// nothing for it).
 #[async_trait]
-pub trait CloudProvider: Send + Sync + 'static {
+pub trait CloudProvider: std::any::Any + Send + Sync + 'static {
     /// The provider name, also the scheme of its provider IDs (`<name>://…`).
     fn provider_name(&self) -> &str;
 
@@ -236,5 +241,32 @@ impl fmt::Debug for InitContext {
         f.debug_struct("InitContext")
             .field("component", &self.component)
             .finish_non_exhaustive()
+    }
+}
+
+impl dyn CloudProvider {
+    /// The provider as its concrete type, if it is a `T`: how a provider crate's own controller (cloud-provider-aws'
+    /// tagging controller, say) reaches APIs the capability traits do not have.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cloudprovider_api::CloudProvider;
+    ///
+    /// struct MyCloud;
+    /// impl CloudProvider for MyCloud {
+    ///     fn provider_name(&self) -> &str { "mine" }
+    /// }
+    /// struct Other;
+    /// impl CloudProvider for Other {
+    ///     fn provider_name(&self) -> &str { "other" }
+    /// }
+    ///
+    /// let provider: Arc<dyn CloudProvider> = Arc::new(MyCloud);
+    /// assert!(provider.clone().downcast::<MyCloud>().is_some());
+    /// assert!(provider.downcast::<Other>().is_none());
+    /// ```
+    pub fn downcast<T: CloudProvider>(self: Arc<Self>) -> Option<Arc<T>> {
+        let any: Arc<dyn std::any::Any + Send + Sync> = self;
+        any.downcast::<T>().ok()
     }
 }

@@ -34,6 +34,24 @@ pub(crate) struct Inner {
     pub(crate) calls: ApiCallCounter,
     /// The route table, resolved on first use.
     pub(crate) route_table: tokio::sync::OnceCell<String>,
+    /// Facts AWS never changes once seen, so each load-balancer pass need not ask again (fewer calls per pass
+    /// is what lets a pass complete while the API throttles): subnet CIDRs, and the ARNs of load balancers whose
+    /// tags showed this cluster owns them (an ARN is never reused; the `owned` tag is only ever set at creation).
+    pub(crate) known: std::sync::Mutex<Known>,
+}
+
+/// See [`Inner::known`].
+#[derive(Debug, Default)]
+pub(crate) struct Known {
+    pub(crate) subnet_cidrs: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    pub(crate) owned_load_balancers: std::collections::BTreeSet<String>,
+}
+
+impl Inner {
+    /// The memo of [`Inner::known`] (a panic elsewhere cannot leave it inconsistent: every update is one insert).
+    pub(crate) fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The HTTPS client the provider uses: hyper 1 with rustls on the `ring` crypto provider (the same TLS stack as
@@ -142,6 +160,7 @@ impl AwsCloud {
                 elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb.build()),
                 calls,
                 route_table: tokio::sync::OnceCell::new(),
+                known: std::sync::Mutex::new(Known::default()),
             }),
         })
     }

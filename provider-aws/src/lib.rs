@@ -43,6 +43,8 @@ mod load_balancers;
 mod metrics;
 mod node_groups;
 mod routes;
+#[cfg(feature = "controllers")]
+pub mod tagging;
 mod tags;
 mod zones;
 

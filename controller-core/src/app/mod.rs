@@ -93,6 +93,12 @@ pub const CCM_CONTROLLERS: [&str; 4] = ["cloud-node", "cloud-node-lifecycle", "s
 type MetricsHook = Box<dyn FnOnce(&mut Registry) + Send>;
 type ControllerHook =
     Box<dyn FnOnce(&mut ControllerRegistry) -> Result<(), RegistrationError> + Send>;
+type FlaggedHook = Box<dyn FnOnce(&clap::ArgMatches) -> Result<ControllerHook, clap::Error> + Send>;
+/// Flags a set of controllers adds to the command, and how it registers them from the parsed flags.
+struct FlaggedControllers {
+    augment: fn(clap::Command) -> clap::Command,
+    register: FlaggedHook,
+}
 
 /// A controller-manager binary: its component name, the providers it can run, the controllers it registers.
 /// See the [module docs](self).
@@ -102,6 +108,7 @@ pub struct App {
     default_on: Vec<&'static str>,
     providers: ProviderRegistry,
     controllers: Vec<ControllerHook>,
+    flagged: Vec<FlaggedControllers>,
     metrics: Vec<MetricsHook>,
     node_pool: NodePoolConfig,
     after_help: Option<String>,
@@ -134,6 +141,7 @@ impl App {
             default_on: Vec::new(),
             providers,
             controllers: Vec::new(),
+            flagged: Vec::new(),
             metrics: Vec::new(),
             node_pool: NodePoolConfig::default(),
             after_help: None,
@@ -163,6 +171,54 @@ impl App {
         self
     }
 
+    /// Registers controllers that take flags of their own (upstream's controller wrappers adding to the command's
+    /// flag set, e.g. cloud-provider-aws' `--tags` for its tagging controller): `A`'s flags join the command line
+    /// and `--help`, and `register` gets them parsed. Only [`main`](Self::main)/[`main_from`](Self::main_from)
+    /// parse them; [`run`](Self::run) with ready-made [`Options`] registers none of these.
+    ///
+    /// ```
+    /// use clap::Args;
+    /// use controller_core::app::App;
+    /// use controller_core::manager::{ControllerRegistry, RegistrationError};
+    ///
+    /// #[derive(Args, Debug)]
+    /// struct GreeterFlags {
+    ///     /// Whom to greet.
+    ///     #[arg(long = "greet", default_value = "world")]
+    ///     whom: String,
+    /// }
+    ///
+    /// fn register(flags: GreeterFlags, registry: &mut ControllerRegistry) -> Result<(), RegistrationError> {
+    ///     let _ = (flags.whom, registry); // registry.register(Greeter::new(flags.whom))?;
+    ///     Ok(())
+    /// }
+    ///
+    /// let app = App::cloud_controller_manager(cloudprovider_api::ProviderRegistry::new())
+    ///     .controllers_with_flags::<GreeterFlags>(register);
+    /// # let _ = app;
+    /// ```
+    pub fn controllers_with_flags<A>(
+        mut self,
+        register: impl FnOnce(A, &mut ControllerRegistry) -> Result<(), RegistrationError>
+        + Send
+        + 'static,
+    ) -> Self
+    where
+        A: clap::Args + clap::FromArgMatches + Send + 'static,
+    {
+        self.flagged.push(FlaggedControllers {
+            augment: A::augment_args,
+            register: Box::new(move |matches| {
+                let flags = A::from_arg_matches(matches)?;
+                Ok(
+                    Box::new(move |registry: &mut ControllerRegistry| register(flags, registry))
+                        as ControllerHook,
+                )
+            }),
+        });
+        self
+    }
+
     /// Registers metrics of your own on the registry `/metrics` serves.
     pub fn metrics(mut self, register: impl FnOnce(&mut Registry) + Send + 'static) -> Self {
         self.metrics.push(Box::new(register));
@@ -188,7 +244,7 @@ impl App {
     }
 
     /// Like [`main`](Self::main) with these arguments (the first is the program name).
-    pub fn main_from<I, T>(self, args: I) -> ExitCode
+    pub fn main_from<I, T>(mut self, args: I) -> ExitCode
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
@@ -199,14 +255,24 @@ impl App {
         if let Some(text) = &self.after_help {
             command = command.after_help(text.clone());
         }
-        let command = Options::augment_args(command);
-        let options = match command
-            .try_get_matches_from(args)
-            .and_then(|m| Options::from_arg_matches(&m))
-        {
+        let mut command = Options::augment_args(command);
+        for flagged in &self.flagged {
+            command = (flagged.augment)(command);
+        }
+        let matches = match command.try_get_matches_from(args) {
+            Ok(matches) => matches,
+            Err(e) => e.exit(),
+        };
+        let options = match Options::from_arg_matches(&matches) {
             Ok(options) => options,
             Err(e) => e.exit(),
         };
+        for flagged in std::mem::take(&mut self.flagged) {
+            match (flagged.register)(&matches) {
+                Ok(hook) => self.controllers.push(hook),
+                Err(e) => e.exit(),
+            }
+        }
         init_logging(options.logging_format == LoggingFormat::Json);
         if options.print_config_schema {
             return exit(self.print_config_schema(&options));

@@ -125,6 +125,9 @@ impl AwsCloud {
             return Ok(None);
         };
         let arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
+        if self.inner.known().owned_load_balancers.contains(&arn) {
+            return Ok(Some(lb));
+        }
         let tags = self
             .elb_tags_of(std::slice::from_ref(&arn))
             .await
@@ -135,6 +138,7 @@ impl AwsCloud {
                 .owned(t.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         });
         if owned {
+            self.inner.known().owned_load_balancers.insert(arn);
             Ok(Some(lb))
         } else {
             Err(CloudError::invalid_input(
@@ -229,13 +233,22 @@ impl AwsCloud {
         Ok((lb, placement.vpc_id))
     }
 
+    /// The port's target group: one already attached to the load balancer (`attached`, no call), else one by name
+    /// (left by an interrupted ensure), else a new one.
     async fn ensure_target_group(
         &self,
         spec: &LbSpec,
         port: &PortSpec,
         vpc_id: &str,
+        attached: &[TargetGroup],
     ) -> AwsResult<TargetGroup> {
         let name = spec.target_group_name(&self.inner.config.cluster_id, port);
+        if let Some(tg) = attached
+            .iter()
+            .find(|tg| tg.target_group_name() == Some(name.as_str()))
+        {
+            return Ok(tg.clone());
+        }
         if let Some(tg) = self.find_target_group(&name).await? {
             return Ok(tg);
         }
@@ -420,7 +433,7 @@ impl AwsCloud {
         let mut wanted = Vec::new();
         for port in &spec.ports {
             let tg = self
-                .ensure_target_group(spec, port, &vpc_id)
+                .ensure_target_group(spec, port, &vpc_id, &attached)
                 .await
                 .map_err(err)?;
             wanted.push((

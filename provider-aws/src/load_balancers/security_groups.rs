@@ -84,29 +84,48 @@ impl AwsCloud {
     }
 
     /// The CIDRs of `subnet_ids` (IPv4 and associated IPv6 blocks): where an NLB's health checks come from.
+    /// Asks AWS only for subnets not seen before (a subnet's IPv4 block never changes).
     pub(crate) async fn subnet_cidrs(&self, subnet_ids: &[String]) -> AwsResult<BTreeSet<String>> {
-        if subnet_ids.is_empty() {
-            return Ok(BTreeSet::new());
+        let unknown: Vec<String> = {
+            let known = self.inner.known();
+            subnet_ids
+                .iter()
+                .filter(|id| !known.subnet_cidrs.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        if !unknown.is_empty() {
+            let out = self
+                .inner
+                .ec2
+                .describe_subnets()
+                .set_subnet_ids(Some(unknown))
+                .send()
+                .await
+                .map_err(|e| api_error("DescribeSubnets", e))?;
+            let mut known = self.inner.known();
+            for subnet in out.subnets() {
+                let Some(id) = subnet.subnet_id() else {
+                    continue;
+                };
+                let mut cidrs: BTreeSet<String> =
+                    subnet.cidr_block().map(str::to_owned).into_iter().collect();
+                cidrs.extend(
+                    subnet
+                        .ipv6_cidr_block_association_set()
+                        .iter()
+                        .filter_map(|a| a.ipv6_cidr_block().map(str::to_owned)),
+                );
+                known.subnet_cidrs.insert(id.to_owned(), cidrs);
+            }
         }
-        let out = self
-            .inner
-            .ec2
-            .describe_subnets()
-            .set_subnet_ids(Some(subnet_ids.to_vec()))
-            .send()
-            .await
-            .map_err(|e| api_error("DescribeSubnets", e))?;
-        let mut cidrs = BTreeSet::new();
-        for subnet in out.subnets() {
-            cidrs.extend(subnet.cidr_block().map(str::to_owned));
-            cidrs.extend(
-                subnet
-                    .ipv6_cidr_block_association_set()
-                    .iter()
-                    .filter_map(|a| a.ipv6_cidr_block().map(str::to_owned)),
-            );
-        }
-        Ok(cidrs)
+        let known = self.inner.known();
+        Ok(subnet_ids
+            .iter()
+            .filter_map(|id| known.subnet_cidrs.get(id))
+            .flatten()
+            .cloned()
+            .collect())
     }
 
     /// Revokes then grants; a rule already gone or already there (a concurrent change) is no error.
