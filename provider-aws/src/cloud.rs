@@ -45,6 +45,8 @@ pub(crate) struct Inner {
 pub(crate) struct Known {
     pub(crate) subnet_cidrs: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     pub(crate) owned_load_balancers: std::collections::BTreeSet<String>,
+    /// Zone name → zone ID of the region.
+    pub(crate) zone_ids: std::collections::BTreeMap<String, String>,
 }
 
 impl Inner {
@@ -93,7 +95,27 @@ impl AwsCloud {
     pub async fn new(config: AwsConfig) -> Result<Self, AwsError> {
         config.validate()?;
         let sdk = Self::config_loader(&config).load().await;
+        let sdk = Self::assume_role(&config, sdk).await;
         Self::from_sdk_config(config, &sdk)
+    }
+
+    /// With `roleArn` set, `sdk` with credentials of that role (STS `AssumeRole` through `sdk`'s own endpoint,
+    /// region and credentials, session `kube-cloud-rs`, refreshed before they expire); else `sdk` unchanged.
+    /// [`new`](Self::new) calls it; embedders that build their own `SdkConfig` can too.
+    pub async fn assume_role(config: &AwsConfig, sdk: SdkConfig) -> SdkConfig {
+        let Some(role) = &config.role_arn else {
+            return sdk;
+        };
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+            .session_name("kube-cloud-rs")
+            .configure(&sdk)
+            .build()
+            .await;
+        sdk.into_builder()
+            .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
+                provider,
+            ))
+            .build()
     }
 
     /// The SDK configuration loader `new` uses: latest behaviour version, the provider's HTTPS client, and the

@@ -75,6 +75,15 @@ pub struct AwsConfig {
     /// average once the quota is drained), `0` = the SDK's behaviour, at most 1000.
     #[serde(default)]
     pub retry_quota_refill_per_second: Option<u32>,
+    /// Upstream's `NodeIPFamilies`: which addresses Nodes get, in this order. `ipv4` (default): every private
+    /// IPv4 address, the public one and the DNS names; `ipv6`: the first IPv6 address of every network interface in
+    /// use (as `InternalIP`, as upstream, even when globally routable).
+    #[serde(default, rename = "nodeIPFamilies")]
+    pub node_ip_families: Vec<IpFamily>,
+    /// Upstream's `RoleARN`: an IAM role assumed with STS `AssumeRole` for every AWS call (credentials refreshed
+    /// before they expire); the standard chain's credentials are the source. Empty: the chain's own.
+    #[serde(default)]
+    pub role_arn: Option<String>,
     /// Upstream's `DisableSecurityGroupIngress`: never add or remove security-group rules for load balancers
     /// (the nodes' groups are managed elsewhere and must admit NLB clients and health checks themselves).
     #[serde(default)]
@@ -82,6 +91,19 @@ pub struct AwsConfig {
     /// Groups of on-demand EC2 instances (the node-groups capability).
     #[serde(default)]
     pub node_groups: Vec<NodeGroupConfig>,
+}
+
+/// An address family of Node addresses (config field `nodeIPFamilies`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum IpFamily {
+    /// IPv4 addresses and DNS names.
+    Ipv4,
+    /// IPv6 addresses.
+    Ipv6,
 }
 
 /// The SDK's retry mode (config field `retryMode`).
@@ -209,6 +231,21 @@ impl AwsConfig {
                 format!("must be at most {RETRY_QUOTA_REFILL_LIMIT}, got {n}"),
             ));
         }
+        let families: std::collections::BTreeSet<_> = self.node_ip_families.iter().collect();
+        if families.len() != self.node_ip_families.len() {
+            return Err(AwsError::config(
+                "nodeIPFamilies",
+                "lists a family twice; want [ipv4], [ipv6], [ipv4, ipv6] or [ipv6, ipv4]",
+            ));
+        }
+        if let Some(role) = &self.role_arn
+            && !(role.starts_with("arn:") && role.contains(":role/"))
+        {
+            return Err(AwsError::config(
+                "roleArn",
+                "is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)",
+            ));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, group) in self.node_groups.iter().enumerate() {
             let field = |f: &str| format!("nodeGroups[{i}].{f}");
@@ -252,6 +289,15 @@ impl AwsConfig {
             RetryMode::Adaptive => aws_config::retry::RetryConfig::adaptive(),
         };
         config.with_max_attempts(self.max_attempts.unwrap_or(3))
+    }
+
+    /// The families of Node addresses, in order (default IPv4 only).
+    pub(crate) fn ip_families(&self) -> Vec<IpFamily> {
+        if self.node_ip_families.is_empty() {
+            vec![IpFamily::Ipv4]
+        } else {
+            self.node_ip_families.clone()
+        }
     }
 
     /// Retry-quota tokens regained per second (default 5).

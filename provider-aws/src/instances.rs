@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName};
+use aws_sdk_ec2::types::{Filter, Instance, InstanceStateName, NetworkInterfaceStatus};
 use cloudprovider_api::{
     CloudError, CloudResult, InstanceMetadata, InstanceState, Instances, NodeAddress,
     NodeAddressType, PROVIDER_ID_FIELD, async_trait, node_provider_id,
@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Node;
 use tracing::instrument;
 
 use crate::AwsCloud;
+use crate::config::IpFamily;
 use crate::error::{AwsResult, api_error};
 
 /// How many instance IDs or DNS names one `DescribeInstances` call filters on (upstream's `filterNodeLimit`).
@@ -123,7 +124,32 @@ fn state_of(instance: Option<&Instance>) -> InstanceState {
 
 /// Upstream's address order: every private IP by device index (primary first), the public IP, then the private
 /// DNS name as InternalDNS and Hostname, and the public DNS name.
-pub(crate) fn addresses_of(instance: &Instance) -> Vec<NodeAddress> {
+/// The Node addresses of `instance` for `families`, in that order (upstream's `getInstanceNodeAddress`).
+pub(crate) fn addresses_of(instance: &Instance, families: &[IpFamily]) -> Vec<NodeAddress> {
+    let mut out = Vec::new();
+    for family in families {
+        match family {
+            IpFamily::Ipv4 => out.extend(ipv4_addresses_of(instance)),
+            IpFamily::Ipv6 => out.extend(ipv6_addresses_of(instance)),
+        }
+    }
+    out
+}
+
+/// The first IPv6 address of every network interface in use, as `InternalIP` (upstream's rule).
+fn ipv6_addresses_of(instance: &Instance) -> Vec<NodeAddress> {
+    let mut interfaces: Vec<_> = instance.network_interfaces().iter().collect();
+    interfaces.sort_by_key(|n| n.attachment().and_then(|a| a.device_index()).unwrap_or(0));
+    interfaces
+        .into_iter()
+        .filter(|n| n.status() == Some(&NetworkInterfaceStatus::InUse))
+        .filter_map(|n| n.ipv6_addresses().first()?.ipv6_address())
+        .filter_map(|a| a.parse::<std::net::Ipv6Addr>().ok())
+        .map(|ip| NodeAddress::new(NodeAddressType::InternalIp, ip.to_string()))
+        .collect()
+}
+
+fn ipv4_addresses_of(instance: &Instance) -> Vec<NodeAddress> {
     let mut out: Vec<NodeAddress> = Vec::new();
     let mut push = |kind, value: Option<&str>| {
         if let Some(v) = value.filter(|v| !v.is_empty()) {
@@ -150,7 +176,33 @@ pub(crate) fn addresses_of(instance: &Instance) -> Vec<NodeAddress> {
     out
 }
 
+/// The zone-ID label upstream adds to Nodes (`use1-az1`: the same physical zone in every account, unlike the name).
+pub const LABEL_ZONE_ID: &str = "topology.k8s.aws/zone-id";
+
 impl AwsCloud {
+    /// The ID of zone `zone_name`, from one `DescribeAvailabilityZones` of the region remembered for the
+    /// process's life (zone IDs never change); `None` if the region has no such zone.
+    pub(crate) async fn zone_id(&self, zone_name: &str) -> AwsResult<Option<String>> {
+        if let Some(id) = self.inner.known().zone_ids.get(zone_name) {
+            return Ok(Some(id.clone()));
+        }
+        let out = self
+            .inner
+            .ec2
+            .describe_availability_zones()
+            .all_availability_zones(true)
+            .send()
+            .await
+            .map_err(|e| api_error("DescribeAvailabilityZones", e))?;
+        let mut known = self.inner.known();
+        for zone in out.availability_zones() {
+            if let (Some(name), Some(id)) = (zone.zone_name(), zone.zone_id()) {
+                known.zone_ids.insert(name.to_owned(), id.to_owned());
+            }
+        }
+        Ok(known.zone_ids.get(zone_name).cloned())
+    }
+
     /// Describes instances matching `filter_name` ∈ `values`, in batches of [`DESCRIBE_BATCH_SIZE`] values
     /// (following pagination), returning every instance found.
     pub(crate) async fn describe_instances_where(
@@ -289,18 +341,29 @@ impl Instances for AwsCloud {
     #[instrument(skip_all, fields(node = node.metadata.name.as_deref()))]
     async fn instance_metadata(&self, node: &Node) -> CloudResult<InstanceMetadata> {
         let instance = self.live_instance_of(node).await?;
+        let zone = zone_of(&instance).to_owned();
+        let mut additional_labels = std::collections::BTreeMap::new();
+        let has_zone_id = node
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(LABEL_ZONE_ID));
+        if !has_zone_id && !zone.is_empty() {
+            let zone_id = self.zone_id(&zone).await.map_err(|e| self.cloud_error(e))?;
+            additional_labels.extend(zone_id.map(|id| (LABEL_ZONE_ID.to_owned(), id)));
+        }
         Ok(InstanceMetadata {
             provider_id: provider_id_of(&instance),
             instance_type: instance
                 .instance_type()
                 .map(|t| t.as_str().to_owned())
                 .unwrap_or_default(),
-            node_addresses: addresses_of(&instance),
-            zone: zone_of(&instance).to_owned(),
+            node_addresses: addresses_of(&instance, &self.inner.config.ip_families()),
+            zone,
             // The instance was found through this region's endpoint. (Cutting the zone's letter, as upstream does,
             // is wrong for Local Zones such as us-west-2-lax-1a.)
             region: self.inner.region.clone(),
-            additional_labels: Default::default(),
+            additional_labels,
         })
     }
 

@@ -54,11 +54,11 @@ use cloudprovider_api::{CloudProvider, ProviderRegistry, RegistryError};
 
 pub use cloud::{AwsCloud, https_client};
 pub use config::{
-    AwsConfig, CapacityConfig, MAX_ATTEMPTS_LIMIT, NodeGroupConfig, RETRY_QUOTA_REFILL_LIMIT,
-    RetryMode, THROTTLE_RETRY_AFTER_LIMIT_SECONDS,
+    AwsConfig, CapacityConfig, IpFamily, MAX_ATTEMPTS_LIMIT, NodeGroupConfig,
+    RETRY_QUOTA_REFILL_LIMIT, RetryMode, THROTTLE_RETRY_AFTER_LIMIT_SECONDS,
 };
 pub use error::{AwsError, THROTTLING_CODES, is_throttling_code};
-pub use instances::{DESCRIBE_BATCH_SIZE, instance_id_from_provider_id};
+pub use instances::{DESCRIBE_BATCH_SIZE, LABEL_ZONE_ID, instance_id_from_provider_id};
 pub use load_balancers::TARGET_CHUNK_SIZE;
 pub use metrics::{ApiCall, ApiCallCounter, AwsApiMetrics, RequestLabel, UntypedCounter};
 pub use tags::{

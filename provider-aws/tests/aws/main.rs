@@ -7,6 +7,7 @@ mod instances;
 mod load_balancers;
 mod nlb_options;
 mod node_groups;
+mod node_metadata;
 mod routes;
 mod security_groups;
 mod throttling;
