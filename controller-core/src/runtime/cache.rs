@@ -15,7 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// How many changes a subscriber may fall behind before it is resynced from the store.
 const SUBSCRIBER_BUFFER: usize = 4096;
@@ -85,6 +85,7 @@ pub struct SharedCache<K: Cached> {
     generation_tx: watch::Sender<u64>,
     synced: watch::Receiver<bool>,
     synced_tx: watch::Sender<bool>,
+    initial_list: Mutex<InitialList>,
 }
 
 /// The shared Node cache.
@@ -117,6 +118,7 @@ impl<K: Cached> SharedCache<K> {
             generation_tx,
             synced,
             synced_tx,
+            initial_list: Mutex::new(InitialList::Streaming),
         }
     }
 
@@ -171,39 +173,99 @@ impl<K: Cached> SharedCache<K> {
         self.generation.clone()
     }
 
+    /// How the cache fills (or filled) its initial state.
+    pub fn initial_list(&self) -> InitialList {
+        *self.initial_list.lock()
+    }
+
     /// Drives the watch. Runs until the stream ends (never, in practice: watch errors are retried with backoff).
     /// Only the first call watches; later ones return at once.
+    ///
+    /// The initial state is streamed (watch-list: one watch with `sendInitialEvents=true`, as client-go's informers
+    /// do by default since 1.35): no paginated `LIST`, and the apiserver serves it from its watch cache without
+    /// building the whole list in memory. An apiserver without the WatchList feature refuses such a watch (400 or
+    /// 422); the cache then falls back to paginated lists and a watch, once, with a log line.
     pub async fn run(&self) {
-        let Some(writer) = self.writer.lock().take() else {
+        let Some(mut writer) = self.writer.lock().take() else {
             return;
         };
-        let stream = watcher(self.api.clone(), watcher::Config::default())
-            .default_backoff()
-            .modify(K::strip)
-            .reflect(writer);
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            // The reflector has applied the event to the store before yielding it.
-            let change = match event {
-                Ok(watcher::Event::Apply(obj)) => Some(Change::Applied(Arc::new(obj))),
-                Ok(watcher::Event::InitDone) => {
-                    self.synced_tx.send_replace(true);
-                    Some(Change::Resync)
-                }
-                Ok(watcher::Event::Delete(_)) => None,
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
-                Err(e) => {
-                    warn!(error = %e, "watch error; retrying with backoff");
-                    continue;
-                }
+        let mut strategy = InitialList::Streaming;
+        loop {
+            *self.initial_list.lock() = strategy;
+            let config = match strategy {
+                InitialList::Streaming => watcher::Config::default().streaming_lists(),
+                InitialList::Paginated => watcher::Config::default(),
             };
-            if let Some(change) = change {
-                // No subscriber is not an error.
-                let _ = self.changes.send(change);
+            let stream = watcher(self.api.clone(), config)
+                .default_backoff()
+                .modify(K::strip);
+            futures::pin_mut!(stream);
+            let mut fall_back = false;
+            while let Some(event) = stream.next().await {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(e)
+                        if strategy == InitialList::Streaming
+                            && !self.is_synced()
+                            && streaming_refused(&e) =>
+                    {
+                        info!(error = %e, "the apiserver does not stream initial lists (WatchList); using paginated lists");
+                        fall_back = true;
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "watch error; retrying with backoff");
+                        continue;
+                    }
+                };
+                writer.apply_watcher_event(&event);
+                self.announce(event);
             }
-            self.generation_tx.send_modify(|g| *g = g.wrapping_add(1));
+            if !fall_back {
+                return;
+            }
+            strategy = InitialList::Paginated;
         }
     }
+
+    /// Tells subscribers about an event the store has applied.
+    fn announce(&self, event: watcher::Event<K>) {
+        let change = match event {
+            watcher::Event::Apply(obj) => Some(Change::Applied(Arc::new(obj))),
+            watcher::Event::InitDone => {
+                self.synced_tx.send_replace(true);
+                Some(Change::Resync)
+            }
+            watcher::Event::Delete(_) => None,
+            watcher::Event::Init | watcher::Event::InitApply(_) => return,
+        };
+        if let Some(change) = change {
+            // No subscriber is not an error.
+            let _ = self.changes.send(change);
+        }
+        self.generation_tx.send_modify(|g| *g = g.wrapping_add(1));
+    }
+}
+
+/// How a shared cache fills its initial state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InitialList {
+    /// One watch that first sends every object (watch-list, `sendInitialEvents`).
+    Streaming,
+    /// Paginated `LIST` requests, then a watch (apiservers without the WatchList feature).
+    Paginated,
+}
+
+/// True when the apiserver refused a streamed initial list as such (it lacks the WatchList feature): the watch
+/// could not start with 400 Bad Request or 422 Invalid (`sendInitialEvents is forbidden …`).
+fn streaming_refused(e: &watcher::Error) -> bool {
+    let code = match e {
+        watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code,
+        watcher::Error::WatchError(status) => status.code,
+        _ => return false,
+    };
+    matches!(code, 400 | 422)
 }
 
 /// A shared cache as one controller sees it: a reader, and its own subscription to every change.

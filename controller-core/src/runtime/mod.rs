@@ -12,7 +12,8 @@ mod queue;
 
 pub use backoff::PerObjectBackoff;
 pub use cache::{
-    CacheSource, Cached, Changes, NodeCache, NodeChanges, PodCache, SharedCache, Synced,
+    CacheSource, Cached, Changes, InitialList, NodeCache, NodeChanges, PodCache, SharedCache,
+    Synced,
 };
 pub use controller::{Reconciler, RunOptions, object_key, run};
 pub use error::{ErrorClass, ReconcileError};
