@@ -528,9 +528,10 @@ proptest! {
     #![proptest_config(config(24))]
 
     /// Deep nesting (flow and block style, lists and maps, into the recursive type or not) is rejected with a
-    /// field, never a stack overflow, or accepted when the type allows it.
+    /// field, never a stack overflow, or accepted when the type allows it. From depth 2: `zones: []` (depth 1) is
+    /// an empty list, rightly accepted (a drawn depth of 1 once failed the suite).
     #[test]
-    fn config_deep_nesting(depth in prop_oneof![1usize..200, 200usize..10_000], style in 0usize..5) {
+    fn config_deep_nesting(depth in prop_oneof![2usize..200, 200usize..10_000], style in 0usize..5) {
         let text = match style {
             0 => format!("clusterId: c\nzones: {}{}", "[".repeat(depth), "]".repeat(depth)),
             1 => format!("clusterId: c\ntags: {}{}", "{a: ".repeat(depth), "}".repeat(depth)),
