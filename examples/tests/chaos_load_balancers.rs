@@ -400,11 +400,16 @@ async fn kill_leader_soon(replicas: &mut Replicas, leases: &Api<Lease>, insist: 
     }
 }
 
+/// An NLB Service (the audit counts ELBv2 resources; without the annotation provider-aws builds a Classic ELB).
 fn load_balancer_service(name: &str) -> Service {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": { "name": name, "namespace": "default" },
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "annotations": { "service.beta.kubernetes.io/aws-load-balancer-type": "nlb" },
+        },
         "spec": {
             "type": "LoadBalancer",
             "ports": [{ "port": 80, "targetPort": 8080, "protocol": "TCP" }],

@@ -31,6 +31,8 @@ pub(crate) struct Inner {
     pub(crate) tagging: Tagging,
     pub(crate) ec2: aws_sdk_ec2::Client,
     pub(crate) elb: aws_sdk_elasticloadbalancingv2::Client,
+    /// Classic ELB (the first Elastic Load Balancing API).
+    pub(crate) classic: aws_sdk_elasticloadbalancing::Client,
     pub(crate) calls: ApiCallCounter,
     /// The route table, resolved on first use.
     pub(crate) route_table: tokio::sync::OnceCell<String>,
@@ -169,7 +171,13 @@ impl AwsCloud {
         }
         let mut elb = aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk)
             .interceptor(calls.clone())
+            .retry_partition(retries.clone());
+        let mut classic = aws_sdk_elasticloadbalancing::config::Builder::from(sdk)
+            .interceptor(calls.clone())
             .retry_partition(retries);
+        if let Some(url) = &config.elb_endpoint_url {
+            classic = classic.endpoint_url(url);
+        }
         if let Some(url) = &config.elb_endpoint_url {
             elb = elb.endpoint_url(url);
         }
@@ -180,6 +188,7 @@ impl AwsCloud {
                 region,
                 ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
                 elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb.build()),
+                classic: aws_sdk_elasticloadbalancing::Client::from_conf(classic.build()),
                 calls,
                 route_table: tokio::sync::OnceCell::new(),
                 known: std::sync::Mutex::new(Known::default()),
@@ -210,6 +219,11 @@ impl AwsCloud {
     /// The Elastic Load Balancing v2 client.
     pub fn elb_client(&self) -> &aws_sdk_elasticloadbalancingv2::Client {
         &self.inner.elb
+    }
+
+    /// The Classic ELB client (tests, inspection).
+    pub fn classic_client(&self) -> &aws_sdk_elasticloadbalancing::Client {
+        &self.inner.classic
     }
 
     pub(crate) fn retry_after(&self) -> Duration {

@@ -6,6 +6,7 @@ use cloudprovider_api::{CloudError, CloudResult};
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use sha2::{Digest, Sha256};
 
+use super::classic::{ClassicSpec, classic_spec};
 use super::nlb_options::{self, NlbOptions, Tls};
 
 /// `nlb` (or absent): a Network Load Balancer with instance targets. `nlb-ip` and `external` belong to the AWS Load
@@ -49,6 +50,21 @@ pub const ANNOTATION_HC_TIMEOUT: &str =
 /// Seconds, 5–300.
 pub const ANNOTATION_HC_INTERVAL: &str =
     "service.beta.kubernetes.io/aws-load-balancer-healthcheck-interval";
+
+impl HealthCheck {
+    /// The NLB health check of a Classic ELB's spec, which has its own.
+    fn unused() -> Self {
+        Self {
+            protocol: "TCP".to_owned(),
+            port: "traffic-port".to_owned(),
+            path: None,
+            healthy: 3,
+            unhealthy: 3,
+            timeout: None,
+            interval: 10,
+        }
+    }
+}
 
 /// The health check of every target group of a Service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +184,8 @@ pub(crate) fn target_group_prefix(namespace: &str, name: &str) -> String {
 pub(crate) enum Plan {
     /// Build an NLB.
     Nlb(Box<LbSpec>),
+    /// Build a Classic ELB (no type annotation: upstream's default).
+    Classic(Box<LbSpec>, Box<ClassicSpec>),
     /// Another controller owns it.
     Elsewhere(String),
 }
@@ -237,22 +255,43 @@ fn boolean(service: &Service, key: &str) -> CloudResult<Option<bool>> {
 /// extra tags.
 /// Errors are [`CloudError::InvalidInput`] naming the annotation or field.
 pub(crate) fn plan(service: &Service) -> CloudResult<Plan> {
-    if let Some(reason) = handled_elsewhere(service)? {
-        return Ok(Plan::Elsewhere(reason));
-    }
+    plan_as(service, handled_elsewhere(service)?)
+}
+
+/// [`plan`] for an NLB whatever the type annotation says: for a Service without one whose load balancer this
+/// provider built as an NLB before Classic ELBs became the default (it keeps its NLB).
+pub(crate) fn plan_nlb(service: &Service) -> CloudResult<Plan> {
+    plan_as(service, Kind::Nlb)
+}
+
+fn plan_as(service: &Service, kind: Kind) -> CloudResult<Plan> {
+    let classic = match kind {
+        Kind::Elsewhere(reason) => return Ok(Plan::Elsewhere(reason)),
+        Kind::Nlb => false,
+        Kind::Classic => true,
+    };
     let spec = service.spec.clone().unwrap_or_default();
     check_session_affinity(&spec)?;
-    let ports = port_specs(service, &spec)?;
+    let ports = port_specs(service, &spec, !classic)?;
     let internal = internal(service)?;
     let subnets = subnets(service)?;
-    let health = health_check(service, &spec)?;
+    // A Classic ELB's health check and options are its own (classic::spec); the NLB's rules do not apply.
+    let health = if classic {
+        HealthCheck::unused()
+    } else {
+        health_check(service, &spec)?
+    };
     let target_node_labels = key_values(service, ANNOTATION_TARGET_NODE_LABELS)?;
     let cross_zone = boolean(service, ANNOTATION_CROSS_ZONE)?;
     let extra_tags = key_values(service, ANNOTATION_ADDITIONAL_TAGS)?;
     let source_ranges = source_ranges(service, &spec)?;
     let udp = ports.iter().any(|p| p.protocol == "UDP");
-    let options = nlb_options::parse(service, internal, udp)?;
-    Ok(Plan::Nlb(Box::new(LbSpec {
+    let options = if classic {
+        NlbOptions::default()
+    } else {
+        nlb_options::parse(service, internal, udp)?
+    };
+    let lb = LbSpec {
         namespace: service
             .metadata
             .namespace
@@ -268,7 +307,20 @@ pub(crate) fn plan(service: &Service) -> CloudResult<Plan> {
         ports,
         source_ranges,
         options,
-    })))
+    };
+    if classic {
+        let classic = classic_spec(service, cross_zone)?;
+        Ok(Plan::Classic(Box::new(lb), Box::new(classic)))
+    } else {
+        Ok(Plan::Nlb(Box::new(lb)))
+    }
+}
+
+/// Which load balancer a Service asks for.
+enum Kind {
+    Nlb,
+    Classic,
+    Elsewhere(String),
 }
 
 /// The client CIDRs, as upstream's `GetLoadBalancerSourceRanges`: `spec.loadBalancerSourceRanges` when it lists
@@ -302,16 +354,19 @@ fn source_ranges(service: &Service, spec: &ServiceSpec) -> CloudResult<BTreeSet<
 }
 
 /// The load-balancer type: `None` for an NLB, the reason for `nlb-ip`/`external`, an error for anything else.
-fn handled_elsewhere(service: &Service) -> CloudResult<Option<String>> {
+/// The load-balancer type, as upstream: none → a Classic ELB, `nlb` → an NLB, `nlb-ip`/`external` → the AWS Load
+/// Balancer Controller's; anything else is an error (upstream silently builds a Classic ELB for it).
+fn handled_elsewhere(service: &Service) -> CloudResult<Kind> {
     match annotation(service, ANNOTATION_LOAD_BALANCER_TYPE) {
-        None | Some("") | Some("nlb") => Ok(None),
-        Some(t @ ("nlb-ip" | "external")) => Ok(Some(format!(
+        None | Some("") => Ok(Kind::Classic),
+        Some("nlb") => Ok(Kind::Nlb),
+        Some(t @ ("nlb-ip" | "external")) => Ok(Kind::Elsewhere(format!(
             "{ANNOTATION_LOAD_BALANCER_TYPE}={t} is handled by the AWS Load Balancer Controller"
         ))),
         Some(other) => Err(CloudError::invalid_input(
             ANNOTATION_LOAD_BALANCER_TYPE,
             format!(
-                "{other:?} is not supported: this provider builds Network Load Balancers (\"nlb\"); \"nlb-ip\" and \"external\" are left to the AWS Load Balancer Controller"
+                "{other:?} is not supported: leave it out for a Classic ELB, \"nlb\" for a Network Load Balancer; \"nlb-ip\" and \"external\" are left to the AWS Load Balancer Controller"
             ),
         )),
     }
@@ -329,7 +384,7 @@ fn check_session_affinity(spec: &ServiceSpec) -> CloudResult<()> {
 }
 
 /// The ports with a NodePort: at least one, all TCP or all UDP.
-fn port_specs(service: &Service, spec: &ServiceSpec) -> CloudResult<Vec<PortSpec>> {
+fn port_specs(service: &Service, spec: &ServiceSpec, nlb: bool) -> CloudResult<Vec<PortSpec>> {
     let mut ports = Vec::new();
     for (i, p) in spec.ports.iter().flatten().enumerate() {
         let Some(node_port) = p.node_port.filter(|n| *n > 0) else {
@@ -347,7 +402,11 @@ fn port_specs(service: &Service, spec: &ServiceSpec) -> CloudResult<Vec<PortSpec
             node_port,
             protocol: protocol.to_owned(),
             name: p.name.clone(),
-            tls: nlb_options::tls_for(service, p.port, p.name.as_deref(), protocol)?,
+            tls: if nlb {
+                nlb_options::tls_for(service, p.port, p.name.as_deref(), protocol)?
+            } else {
+                None
+            },
         });
     }
     let Some(first) = ports.first() else {
@@ -483,11 +542,34 @@ mod tests {
         svc
     }
 
+    /// The NLB spec (the type annotation is added unless given).
     fn spec(annotations: &[(&str, &str)]) -> LbSpec {
-        match plan(&with(annotations)) {
+        let mut pairs = annotations.to_vec();
+        if !pairs
+            .iter()
+            .any(|(k, _)| *k == ANNOTATION_LOAD_BALANCER_TYPE)
+        {
+            pairs.push((ANNOTATION_LOAD_BALANCER_TYPE, "nlb"));
+        }
+        match plan(&with(&pairs)) {
             Ok(Plan::Nlb(spec)) => *spec,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn no_type_is_a_classic_elb_as_upstream() {
+        assert!(matches!(plan(&with(&[])), Ok(Plan::Classic(..))));
+        assert!(matches!(
+            plan(&with(&[(ANNOTATION_LOAD_BALANCER_TYPE, "")])),
+            Ok(Plan::Classic(..))
+        ));
+        assert!(matches!(plan_nlb(&with(&[])), Ok(Plan::Nlb(..))));
+        // NLB-only rules do not apply to a Classic ELB (an SSL health check is fine there).
+        assert!(matches!(
+            plan(&with(&[(ANNOTATION_HC_PROTOCOL, "SSL")])),
+            Ok(Plan::Classic(..))
+        ));
     }
 
     #[test]

@@ -47,6 +47,25 @@ impl Rule {
         }
     }
 
+    /// A rule without description.
+    pub(crate) fn plain(protocol: &str, from_port: i32, to_port: i32, cidr: &str) -> Self {
+        Self {
+            protocol: protocol.to_owned(),
+            from_port,
+            to_port,
+            cidr: cidr.to_owned(),
+            description: None,
+        }
+    }
+
+    /// The same rule without its description (for groups whose every rule is ours).
+    pub(crate) fn without_description(self) -> Self {
+        Self {
+            description: None,
+            ..self
+        }
+    }
+
     /// True when both admit the same traffic (EC2 keeps one rule per protocol, ports and CIDR).
     fn same_traffic(&self, other: &Rule) -> bool {
         (&self.protocol, self.from_port, self.to_port, &self.cidr)

@@ -9,6 +9,7 @@ pub(crate) mod annotations;
 #[cfg(test)]
 mod annotations_prop;
 mod attributes;
+pub(crate) mod classic;
 mod elb;
 pub(crate) mod ingress;
 pub(crate) mod nlb_options;
@@ -28,7 +29,7 @@ use cloudprovider_api::{
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Node, Service};
 use tracing::{instrument, warn};
 
-use self::annotations::{LbSpec, Plan, PortSpec, plan, target_group_prefix};
+use self::annotations::{LbSpec, Plan, PortSpec, plan, plan_nlb, target_group_prefix};
 pub use self::elb::TARGET_CHUNK_SIZE;
 use self::elb::elb_tags;
 use self::nlb_options::{StaticAddresses, load_balancer_attributes};
@@ -478,6 +479,29 @@ impl AwsCloud {
     }
 }
 
+impl AwsCloud {
+    /// The plan, except that a Service without type annotation whose owned NLB already exists (built by this
+    /// provider before Classic ELBs became the default) keeps the NLB instead of getting a second load balancer.
+    async fn plan_for(&self, service: &Service) -> CloudResult<Plan> {
+        let planned = plan(service)?;
+        if !matches!(planned, Plan::Classic(..)) {
+            return Ok(planned);
+        }
+        let name = default_load_balancer_name(service);
+        match self.owned_load_balancer(&name).await {
+            Ok(Some(_)) => {
+                warn!(
+                    load_balancer = %name,
+                    "no aws-load-balancer-type, but this Service already has an NLB: keeping it (annotate nlb to say so)"
+                );
+                plan_nlb(service)
+            }
+            Ok(None) | Err(CloudError::InvalidInput { .. }) => Ok(planned),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[async_trait]
 impl LoadBalancers for AwsCloud {
     #[instrument(skip_all, fields(service = %service_key(service)))]
@@ -487,11 +511,16 @@ impl LoadBalancers for AwsCloud {
         service: &Service,
     ) -> CloudResult<Option<LoadBalancerStatus>> {
         let _ = cluster_name;
+        let name = default_load_balancer_name(service);
         let lb = self
-            .find_load_balancer(&default_load_balancer_name(service))
+            .find_load_balancer(&name)
             .await
             .map_err(|e| self.cloud_error(e))?;
-        Ok(lb.as_ref().map(status_of))
+        if let Some(lb) = lb {
+            return Ok(Some(status_of(&lb)));
+        }
+        let classic = self.owned_classic(&name).await?;
+        Ok(classic.as_ref().map(classic::status_of))
     }
 
     #[instrument(skip_all, fields(service = %service_key(service), nodes = nodes.len()))]
@@ -502,9 +531,12 @@ impl LoadBalancers for AwsCloud {
         nodes: &[Node],
     ) -> CloudResult<LoadBalancerStatus> {
         let _ = cluster_name;
-        match plan(service)? {
+        match self.plan_for(service).await? {
             Plan::Elsewhere(why) => Err(CloudError::ImplementedElsewhere(why)),
             Plan::Nlb(spec) => self.ensure(service, &spec, nodes).await,
+            Plan::Classic(spec, classic) => {
+                self.ensure_classic(service, &spec, &classic, nodes).await
+            }
         }
     }
 
@@ -518,8 +550,9 @@ impl LoadBalancers for AwsCloud {
         nodes: &[Node],
     ) -> CloudResult<()> {
         let _ = cluster_name;
-        let spec = match plan(service)? {
+        let spec = match self.plan_for(service).await? {
             Plan::Elsewhere(why) => return Err(CloudError::ImplementedElsewhere(why)),
+            Plan::Classic(spec, _) => return self.update_classic(service, &spec, nodes).await,
             Plan::Nlb(spec) => spec,
         };
         let name = default_load_balancer_name(service);
@@ -595,6 +628,8 @@ impl LoadBalancers for AwsCloud {
         );
         self.delete_owned_target_groups(&groups, &service_name)
             .await
-            .map_err(err)
+            .map_err(err)?;
+        // Whatever the annotation says now, a Classic ELB of the Service goes too.
+        self.delete_classic(service).await
     }
 }

@@ -56,7 +56,10 @@ pub(crate) fn instance_group(
 
 impl AwsCloud {
     /// Every security group of `vpc_id` (all visible groups when `None`).
-    async fn security_groups_of(&self, vpc_id: Option<&str>) -> AwsResult<Vec<SecurityGroup>> {
+    pub(crate) async fn security_groups_of(
+        &self,
+        vpc_id: Option<&str>,
+    ) -> AwsResult<Vec<SecurityGroup>> {
         let mut groups = Vec::new();
         let mut token = None;
         loop {

@@ -16,12 +16,15 @@ const UID: &str = "0e6f4ab0-1111-4222-8333-444455556666";
 
 fn service(annotations: &[(&str, &str)]) -> Service {
     let mut svc = load_balancer_service("web", UID);
-    svc.metadata.annotations = Some(
-        annotations
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    );
+    let mut annotations: std::collections::BTreeMap<String, String> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    // These are NLB tests: without a type annotation a Service gets a Classic ELB (tests/aws/classic.rs).
+    annotations
+        .entry(ANNOTATION_LOAD_BALANCER_TYPE.to_owned())
+        .or_insert_with(|| "nlb".to_owned());
+    svc.metadata.annotations = Some(annotations);
     svc
 }
 

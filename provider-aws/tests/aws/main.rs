@@ -1,5 +1,6 @@
 //! provider-aws against moto's server: one test binary (the AWS SDK makes linking expensive), one moto per test.
 
+mod classic;
 mod common;
 mod config;
 mod conformance;

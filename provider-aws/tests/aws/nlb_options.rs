@@ -18,12 +18,15 @@ const UID: &str = "7c9f2e40-4444-4555-8666-777788889999";
 
 fn service(annotations: &[(&str, &str)]) -> Service {
     let mut svc = load_balancer_service("tls", UID);
-    svc.metadata.annotations = Some(
-        annotations
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    );
+    let mut annotations: std::collections::BTreeMap<String, String> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    // These are NLB tests: without a type annotation a Service gets a Classic ELB (tests/aws/classic.rs).
+    annotations
+        .entry(ANNOTATION_LOAD_BALANCER_TYPE.to_owned())
+        .or_insert_with(|| "nlb".to_owned());
+    svc.metadata.annotations = Some(annotations);
     if let Some(spec) = svc.spec.as_mut() {
         spec.ports = Some(vec![
             ServicePort {

@@ -10,7 +10,9 @@ use aws_sdk_ec2::types::{
 use cloudprovider_api::conformance::load_balancer_service;
 use cloudprovider_api::{CloudError, LoadBalancers, default_load_balancer_name};
 use k8s_openapi::api::core::v1::{Node, Service};
-use provider_aws::annotations::{ANNOTATION_HC_PORT, ANNOTATION_SOURCE_RANGES};
+use provider_aws::annotations::{
+    ANNOTATION_HC_PORT, ANNOTATION_LOAD_BALANCER_TYPE, ANNOTATION_SOURCE_RANGES,
+};
 use provider_aws::{NLB_CLIENT_RULE, NLB_HEALTH_RULE, NLB_MTU_RULE};
 
 use crate::common::{CLUSTER_TAG, Env, env, env_with, node};
@@ -134,10 +136,21 @@ async fn nodes_in(env: &Env, count: i32, groups: &[&str]) -> Vec<Node> {
 }
 
 fn service(ranges: &[&str]) -> Service {
-    let mut svc = load_balancer_service("web", UID);
+    let mut svc = nlb(load_balancer_service("web", UID), &[]);
     if let Some(spec) = svc.spec.as_mut() {
         spec.load_balancer_source_ranges = Some(ranges.iter().map(|r| (*r).to_owned()).collect());
     }
+    svc
+}
+
+/// `svc` as an NLB Service with `annotations` (these are NLB rules; Classic ELBs have tests/aws/classic.rs).
+fn nlb(mut svc: Service, annotations: &[(&str, &str)]) -> Service {
+    let mut all: std::collections::BTreeMap<String, String> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    all.insert(ANNOTATION_LOAD_BALANCER_TYPE.to_owned(), "nlb".to_owned());
+    svc.metadata.annotations = Some(all);
     svc
 }
 
@@ -188,8 +201,7 @@ async fn nlb_rules_follow_source_ranges_and_are_removed_with_the_service() {
 
     // New ranges replace the client and MTU rules; a health-check port of its own gets its rules.
     let mut changed = service(&["192.0.2.0/25"]);
-    changed.metadata.annotations =
-        Some([(ANNOTATION_HC_PORT.to_owned(), "31999".to_owned())].into());
+    changed = nlb(changed, &[(ANNOTATION_HC_PORT, "31999")]);
     cloud
         .ensure_load_balancer("c", &changed, &nodes)
         .await
@@ -218,16 +230,13 @@ async fn open_service_shares_mtu_rules_and_keeps_other_load_balancers_rules() {
     let nodes_sg = group(&env, "nodes", true).await;
     let nodes = nodes_in(&env, 1, &[&nodes_sg]).await;
     // No source ranges: 0.0.0.0/0, which on the traffic port covers the health checks too.
-    let open = load_balancer_service("open", "6b8e1d3f-3333-4444-8555-666677778888");
+    let open = nlb(
+        load_balancer_service("open", "6b8e1d3f-3333-4444-8555-666677778888"),
+        &[],
+    );
     let (open_client, _) = descriptions(&open);
     let mut annotated = service(&[]);
-    annotated.metadata.annotations = Some(
-        [(
-            ANNOTATION_SOURCE_RANGES.to_owned(),
-            " 10.1.2.3/16 ".to_owned(),
-        )]
-        .into(),
-    );
+    annotated = nlb(annotated, &[(ANNOTATION_SOURCE_RANGES, " 10.1.2.3/16 ")]);
     if let Some(p) = annotated
         .spec
         .as_mut()
