@@ -439,7 +439,7 @@ impl AwsCloud {
         let done: BTreeSet<i32> = lb
             .listener_descriptions()
             .iter()
-            .filter(|d| d.policy_names().iter().any(|p| *p == policy))
+            .filter(|d| d.policy_names().contains(&policy))
             .filter_map(|d| d.listener().map(|l| l.load_balancer_port()))
             .collect();
         let missing: Vec<i32> = secure.difference(&done).copied().collect();
