@@ -49,6 +49,8 @@ pub(crate) struct Known {
     pub(crate) owned_load_balancers: std::collections::BTreeSet<String>,
     /// Zone name → zone ID of the region.
     pub(crate) zone_ids: std::collections::BTreeMap<String, String>,
+    /// Load-balancer names checked to have no Classic ELB beside their NLB.
+    pub(crate) nlb_names: std::collections::BTreeSet<String>,
 }
 
 impl Inner {

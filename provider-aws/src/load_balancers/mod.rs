@@ -484,10 +484,15 @@ impl AwsCloud {
     /// provider before Classic ELBs became the default) keeps the NLB instead of getting a second load balancer.
     async fn plan_for(&self, service: &Service) -> CloudResult<Plan> {
         let planned = plan(service)?;
-        if !matches!(planned, Plan::Classic(..)) {
-            return Ok(planned);
-        }
         let name = default_load_balancer_name(service);
+        match planned {
+            Plan::Classic(..) => {}
+            Plan::Nlb(_) => {
+                self.refuse_type_change(&name).await?;
+                return Ok(planned);
+            }
+            Plan::Elsewhere(_) => return Ok(planned),
+        }
         match self.owned_load_balancer(&name).await {
             Ok(Some(_)) => {
                 warn!(
@@ -497,6 +502,27 @@ impl AwsCloud {
                 plan_nlb(service)
             }
             Ok(None) | Err(CloudError::InvalidInput { .. }) => Ok(planned),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An NLB for a Service that has a Classic ELB would be a second load balancer: as upstream, the type cannot
+    /// change after creation. Checked once per Service and process (a Classic ELB never appears for a Service that
+    /// got its NLB).
+    async fn refuse_type_change(&self, name: &str) -> CloudResult<()> {
+        if self.inner.known().nlb_names.contains(name) {
+            return Ok(());
+        }
+        match self.owned_classic(name).await {
+            Ok(Some(_)) => Err(CloudError::invalid_input(
+                annotations::ANNOTATION_LOAD_BALANCER_TYPE,
+                "\"nlb\", but the Service has a Classic ELB and the type cannot change after creation (as upstream): \
+                 delete the Service and create it again with the annotation",
+            )),
+            Ok(None) | Err(CloudError::InvalidInput { .. }) => {
+                self.inner.known().nlb_names.insert(name.to_owned());
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }

@@ -440,3 +440,40 @@ async fn a_service_that_has_an_nlb_keeps_it_without_the_annotation() {
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(v2.load_balancers().is_empty());
 }
+
+#[tokio::test]
+async fn the_type_cannot_change_after_creation() {
+    let env = env().await;
+    let cloud = &env.cloud;
+    let (_, nodes) = nodes(&env, 1).await;
+    let plain = service(&[]);
+    cloud
+        .ensure_load_balancer("c", &plain, &nodes)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let to_nlb = service(&[(ANNOTATION_LOAD_BALANCER_TYPE, "nlb")]);
+    match cloud.ensure_load_balancer("c", &to_nlb, &nodes).await {
+        Err(CloudError::InvalidInput { field, message }) => {
+            assert_eq!(field, ANNOTATION_LOAD_BALANCER_TYPE);
+            assert!(message.contains("cannot change"), "{message}");
+        }
+        other => panic!("want invalid input, got {other:?}"),
+    }
+    let v2 = cloud
+        .elb_client()
+        .describe_load_balancers()
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(v2.load_balancers().is_empty(), "no second load balancer");
+    // Deleting the Service (whatever its annotation now) removes the Classic ELB.
+    cloud
+        .ensure_load_balancer_deleted("c", &to_nlb)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        describe(&env, &default_load_balancer_name(&plain))
+            .await
+            .is_none()
+    );
+}
