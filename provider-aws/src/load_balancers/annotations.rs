@@ -190,7 +190,8 @@ pub(crate) enum Plan {
     Elsewhere(String),
 }
 
-fn annotation<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
+/// The annotation's value, trimmed.
+pub(crate) fn annotation<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
     service
         .metadata
         .annotations
@@ -199,7 +200,26 @@ fn annotation<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
         .map(|v| v.trim())
 }
 
-fn number(
+/// The annotation's value, trimmed, unless empty.
+pub(crate) fn set_annotation<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
+    annotation(service, key).filter(|v| !v.is_empty())
+}
+
+/// A comma-separated annotation's non-empty items, trimmed.
+pub(crate) fn list(service: &Service, key: &str) -> Vec<String> {
+    set_annotation(service, key)
+        .map(|raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A whole-number annotation within `range`, else invalid input naming it.
+pub(crate) fn number(
     service: &Service,
     key: &str,
     range: std::ops::RangeInclusive<i32>,
@@ -238,7 +258,8 @@ fn key_values(service: &Service, key: &str) -> CloudResult<BTreeMap<String, Stri
     Ok(out)
 }
 
-fn boolean(service: &Service, key: &str) -> CloudResult<Option<bool>> {
+/// A `true`/`false` annotation, else invalid input naming it.
+pub(crate) fn boolean(service: &Service, key: &str) -> CloudResult<Option<bool>> {
     match annotation(service, key) {
         None => Ok(None),
         Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),

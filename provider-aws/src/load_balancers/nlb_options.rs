@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use cloudprovider_api::{CloudError, CloudResult};
+
+use super::annotations::set_annotation as annotation;
 use k8s_openapi::api::core::v1::Service;
 
 /// ARN of an ACM (or IAM) certificate: the ports it covers get TLS listeners.
@@ -91,16 +93,6 @@ pub(crate) struct NlbOptions {
     /// Set on every target group (attributes not named are left as they are).
     pub(crate) target_group_attributes: BTreeMap<String, String>,
     pub(crate) access_logs: Option<AccessLogs>,
-}
-
-fn annotation<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
-    service
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
 }
 
 fn list(raw: &str) -> Vec<&str> {

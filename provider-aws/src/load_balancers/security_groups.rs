@@ -217,12 +217,13 @@ impl AwsCloud {
             .await
     }
 
-    async fn write_nlb_ingress(
+    /// Every security group of `vpc_id`, and the IDs of those the target instances use (each instance's one group,
+    /// as [`instance_group`] picks it).
+    pub(crate) async fn groups_with_targets(
         &self,
         vpc_id: Option<&str>,
-        lb: &NlbIngress,
         targets: &BTreeMap<String, Instance>,
-    ) -> AwsResult<()> {
+    ) -> AwsResult<(Vec<SecurityGroup>, BTreeSet<String>)> {
         let groups = self.security_groups_of(vpc_id).await?;
         let tagged: BTreeSet<String> = groups
             .iter()
@@ -238,6 +239,16 @@ impl AwsCloud {
         for instance in targets.values() {
             used.extend(instance_group(instance, &tagged)?);
         }
+        Ok((groups, used))
+    }
+
+    async fn write_nlb_ingress(
+        &self,
+        vpc_id: Option<&str>,
+        lb: &NlbIngress,
+        targets: &BTreeMap<String, Instance>,
+    ) -> AwsResult<()> {
+        let (groups, used) = self.groups_with_targets(vpc_id, targets).await?;
         for group in &groups {
             let Some(id) = group.group_id() else { continue };
             let change = plan_group(&ungroup(group.ip_permissions()), lb, used.contains(id));

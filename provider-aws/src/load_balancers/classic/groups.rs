@@ -15,7 +15,6 @@ use crate::AwsCloud;
 use crate::error::{AwsError, AwsResult, api_error};
 use crate::load_balancers::annotations::LbSpec;
 use crate::load_balancers::ingress::{Rule, ungroup};
-use crate::load_balancers::security_groups::instance_group;
 
 /// Upstream's name of a Classic ELB's own group.
 pub(crate) fn managed_group_name(lb_name: &str) -> String {
@@ -215,22 +214,9 @@ impl AwsCloud {
         if self.inner.config.disable_security_group_ingress {
             return Ok(());
         }
-        let groups = self
-            .security_groups_of((!vpc.is_empty()).then_some(vpc))
+        let (groups, used) = self
+            .groups_with_targets((!vpc.is_empty()).then_some(vpc), targets)
             .await?;
-        let tagged: BTreeSet<String> = groups
-            .iter()
-            .filter(|g| {
-                g.tags()
-                    .iter()
-                    .any(|t| t.key() == Some(self.inner.tagging.cluster_key.as_str()))
-            })
-            .filter_map(|g| g.group_id().map(str::to_owned))
-            .collect();
-        let mut used = BTreeSet::new();
-        for instance in targets.values() {
-            used.extend(instance_group(instance, &tagged)?);
-        }
         for group in &groups {
             let Some(id) = group.group_id() else { continue };
             if id == lb_group {

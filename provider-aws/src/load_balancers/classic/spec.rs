@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use cloudprovider_api::{CloudError, CloudResult};
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 
+use crate::load_balancers::annotations::{boolean, list, number, set_annotation as annotation};
 use crate::load_balancers::nlb_options::{
     ANNOTATION_ACCESS_LOG_BUCKET, ANNOTATION_ACCESS_LOG_ENABLED, ANNOTATION_ACCESS_LOG_PREFIX,
     ANNOTATION_BACKEND_PROTOCOL, ANNOTATION_SSL_CERT, ANNOTATION_SSL_NEGOTIATION_POLICY,
@@ -96,61 +97,6 @@ impl ClassicSpec {
     pub(crate) fn instance_ports(&self) -> BTreeSet<i32> {
         self.listeners.iter().map(|l| l.instance_port).collect()
     }
-}
-
-fn annotation<'a>(service: &'a Service, key: &str) -> Option<&'a str> {
-    service
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
-}
-
-fn number(
-    service: &Service,
-    key: &str,
-    range: std::ops::RangeInclusive<i32>,
-) -> CloudResult<Option<i32>> {
-    let Some(raw) = annotation(service, key) else {
-        return Ok(None);
-    };
-    match raw.parse::<i32>() {
-        Ok(n) if range.contains(&n) => Ok(Some(n)),
-        _ => Err(CloudError::invalid_input(
-            key,
-            format!(
-                "{raw:?} is not a whole number in {}–{}",
-                range.start(),
-                range.end()
-            ),
-        )),
-    }
-}
-
-fn boolean(service: &Service, key: &str) -> CloudResult<Option<bool>> {
-    match annotation(service, key) {
-        None => Ok(None),
-        Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
-        Some(v) if v.eq_ignore_ascii_case("false") => Ok(Some(false)),
-        Some(v) => Err(CloudError::invalid_input(
-            key,
-            format!("{v:?} is not \"true\" or \"false\""),
-        )),
-    }
-}
-
-fn list(service: &Service, key: &str) -> Vec<String> {
-    annotation(service, key)
-        .map(|raw| {
-            raw.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Upstream's `buildListener`: plain TCP; with a certificate covering the port, `SSL` to `TCP` backends, or the
