@@ -6,9 +6,11 @@
 //!   (`aws:///<zone>/<instance-id>`, also `aws:////<id>` and a bare `i-…`) or, before a Node has one, by its
 //!   private DNS name. Terminated or missing = gone; `stopped` = shut down. `instance_states` answers many nodes
 //!   with one `DescribeInstances` per [`DESCRIBE_BATCH_SIZE`] nodes.
-//! * **Load balancers** ([`LoadBalancers`](cloudprovider_api::LoadBalancers)): ELBv2 Network Load Balancers with
-//!   instance targets, configured by upstream's `service.beta.kubernetes.io/aws-load-balancer-*` annotations (see
-//!   [`annotations`]).
+//! * **Load balancers** ([`LoadBalancers`](cloudprovider_api::LoadBalancers)): Classic ELBs (upstream's default)
+//!   and ELBv2 Network Load Balancers (`aws-load-balancer-type: nlb`) with instance targets, the node
+//!   security-group rules they need, configured by upstream's `service.beta.kubernetes.io/aws-load-balancer-*`
+//!   annotations (see [`annotations`]).
+//! * **Tagging controller** (feature `controllers`): upstream's `tagging` controller for `--controllers`.
 //! * **Routes** ([`Routes`](cloudprovider_api::Routes)): pod CIDRs in the cluster's VPC route table.
 //! * **Zones** ([`Zones`](cloudprovider_api::Zones)): the zone of an instance; this process's own zone from the
 //!   config (`zone`) or the instance metadata service.

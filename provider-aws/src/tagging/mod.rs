@@ -5,7 +5,7 @@
 //! stays: the machine may live on, and the cluster tag is what lets this cluster clean it up). Off by default, as
 //! upstream; needs `--cloud-provider=aws`.
 //!
-//! Register it in a controller manager with [`App::controllers_with_flags`](controller_core::app::App) and
+//! Register it in a controller manager with `controller_core::app::App::controllers_with_flags` and
 //! [`register_controllers`]; the bundled `cloud-controller-manager` does when built with the `aws` feature:
 //!
 //! ```text
@@ -109,7 +109,7 @@ impl TaggingOptions {
 }
 
 /// Registers the tagging controller: the function to hand
-/// [`App::controllers_with_flags`](controller_core::app::App::controllers_with_flags).
+/// `controller_core::app::App::controllers_with_flags` (feature `app` of controller-core).
 pub fn register_controllers(
     options: TaggingOptions,
     registry: &mut ControllerRegistry,
