@@ -10,7 +10,9 @@
 //! still converge, and the calls per Service are reported.
 //!
 //! The short versions run in `scripts/test`; `scripts/chaos` runs the long ones (`CHAOS_CYCLES`, `CHAOS_REPORT`,
-//! `CHAOS_THROTTLED_REPORT`). `CHAOS_SEED` replays a run.
+//! `CHAOS_THROTTLED_REPORT`). `CHAOS_SEED` replays a run. The Services ask for NLBs; `CHAOS_LB_TYPE=classic` makes
+//! them Classic ELBs (provider-aws's default), whose load balancers, listeners and security groups the audit counts
+//! the same way.
 #![cfg(feature = "aws")]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -215,10 +217,22 @@ impl Cloud {
             .send()
             .await
             .unwrap_or_else(|e| panic!("{e:?}"));
+        let classic = self
+            .aws
+            .classic_client()
+            .describe_load_balancers()
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let classic_listeners: usize = classic
+            .load_balancer_descriptions()
+            .iter()
+            .map(|lb| lb.listener_descriptions().len())
+            .sum();
         (
-            lbs.load_balancers().len(),
+            lbs.load_balancers().len() + classic.load_balancer_descriptions().len(),
             tgs.target_groups().len(),
-            listeners,
+            listeners + classic_listeners,
         )
     }
 
@@ -400,16 +414,19 @@ async fn kill_leader_soon(replicas: &mut Replicas, leases: &Api<Lease>, insist: 
     }
 }
 
-/// An NLB Service (the audit counts ELBv2 resources; without the annotation provider-aws builds a Classic ELB).
+/// A LoadBalancer Service: an NLB, or with `CHAOS_LB_TYPE=classic` a Classic ELB (provider-aws's default without
+/// the type annotation); the audit counts both kinds.
 fn load_balancer_service(name: &str) -> Service {
+    let classic = std::env::var("CHAOS_LB_TYPE").is_ok_and(|t| t == "classic");
+    let annotations = if classic {
+        serde_json::json!({})
+    } else {
+        serde_json::json!({ "service.beta.kubernetes.io/aws-load-balancer-type": "nlb" })
+    };
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": "default",
-            "annotations": { "service.beta.kubernetes.io/aws-load-balancer-type": "nlb" },
-        },
+        "metadata": { "name": name, "namespace": "default", "annotations": annotations },
         "spec": {
             "type": "LoadBalancer",
             "ports": [{ "port": 80, "targetPort": 8080, "protocol": "TCP" }],
