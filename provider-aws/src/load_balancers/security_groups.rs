@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_ec2::types::{Filter, Instance, SecurityGroup};
+use aws_sdk_ec2::types::{Filter, Instance, IpPermission, SecurityGroup};
 use tracing::{info, warn};
 
 use aws_sdk_elasticloadbalancingv2::types::LoadBalancer;
@@ -131,42 +131,78 @@ impl AwsCloud {
             .collect())
     }
 
-    /// Revokes then grants; a rule already gone or already there (a concurrent change) is no error.
-    async fn apply_group_change(&self, group_id: &str, change: &GroupChange) -> AwsResult<()> {
-        if !change.revoke.is_empty() {
-            let result = self
-                .inner
-                .ec2
-                .revoke_security_group_ingress()
-                .group_id(group_id)
-                .set_ip_permissions(Some(
-                    change.revoke.iter().map(Rule::to_permission).collect(),
-                ))
-                .send()
-                .await;
-            if let Err(e) = result {
+    /// Revokes `permissions` from `group` (none: no call); a rule already gone (a concurrent change) is no error.
+    pub(crate) async fn revoke_ingress(
+        &self,
+        group: &str,
+        permissions: Vec<IpPermission>,
+    ) -> AwsResult<()> {
+        if permissions.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .inner
+            .ec2
+            .revoke_security_group_ingress()
+            .group_id(group)
+            .set_ip_permissions(Some(permissions))
+            .send()
+            .await;
+        match result {
+            Err(e) => {
                 let e = api_error("RevokeSecurityGroupIngress", e);
-                if e.code() != Some("InvalidPermission.NotFound") {
-                    return Err(e);
+                if e.code() == Some("InvalidPermission.NotFound") {
+                    Ok(())
+                } else {
+                    Err(e)
                 }
             }
+            Ok(_) => Ok(()),
         }
-        if !change.grant.is_empty() {
-            let result = self
-                .inner
-                .ec2
-                .authorize_security_group_ingress()
-                .group_id(group_id)
-                .set_ip_permissions(Some(change.grant.iter().map(Rule::to_permission).collect()))
-                .send()
-                .await;
-            if let Err(e) = result {
+    }
+
+    /// Grants `permissions` on `group` (none: no call); a rule already there (a concurrent change) is no error.
+    pub(crate) async fn grant_ingress(
+        &self,
+        group: &str,
+        permissions: Vec<IpPermission>,
+    ) -> AwsResult<()> {
+        if permissions.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .inner
+            .ec2
+            .authorize_security_group_ingress()
+            .group_id(group)
+            .set_ip_permissions(Some(permissions))
+            .send()
+            .await;
+        match result {
+            Err(e) => {
                 let e = api_error("AuthorizeSecurityGroupIngress", e);
-                if e.code() != Some("InvalidPermission.Duplicate") {
-                    return Err(e);
+                if e.code() == Some("InvalidPermission.Duplicate") {
+                    Ok(())
+                } else {
+                    Err(e)
                 }
             }
+            Ok(_) => Ok(()),
         }
+    }
+
+    /// Revokes then grants.
+    async fn apply_group_change(&self, group_id: &str, change: &GroupChange) -> AwsResult<()> {
+        self.revoke_ingress(
+            group_id,
+            change.revoke.iter().map(Rule::to_permission).collect(),
+        )
+        .await?;
+        self.grant_ingress(
+            group_id,
+            change.grant.iter().map(Rule::to_permission).collect(),
+        )
+        .await?;
         info!(
             security_group = group_id,
             revoked = change.revoke.len(),

@@ -180,26 +180,8 @@ impl AwsCloud {
             .difference(&current)
             .map(Rule::to_permission)
             .collect();
-        if !revoke.is_empty() {
-            self.inner
-                .ec2
-                .revoke_security_group_ingress()
-                .group_id(group)
-                .set_ip_permissions(Some(revoke))
-                .send()
-                .await
-                .map_err(|e| api_error("RevokeSecurityGroupIngress", e))?;
-        }
-        if !grant.is_empty() {
-            self.inner
-                .ec2
-                .authorize_security_group_ingress()
-                .group_id(group)
-                .set_ip_permissions(Some(grant))
-                .send()
-                .await
-                .map_err(|e| api_error("AuthorizeSecurityGroupIngress", e))?;
-        }
+        self.revoke_ingress(group, revoke).await?;
+        self.grant_ingress(group, grant).await?;
         Ok(())
     }
 
@@ -228,36 +210,12 @@ impl AwsCloud {
                 .any(|p| admits_group(p, lb_group));
             match (used.contains(id), has) {
                 (true, false) => {
-                    let result = self
-                        .inner
-                        .ec2
-                        .authorize_security_group_ingress()
-                        .group_id(id)
-                        .ip_permissions(group_permission(lb_group))
-                        .send()
-                        .await;
-                    if let Err(e) = result {
-                        let e = api_error("AuthorizeSecurityGroupIngress", e);
-                        if e.code() != Some("InvalidPermission.Duplicate") {
-                            return Err(e);
-                        }
-                    }
+                    self.grant_ingress(id, vec![group_permission(lb_group)])
+                        .await?
                 }
                 (false, true) => {
-                    let result = self
-                        .inner
-                        .ec2
-                        .revoke_security_group_ingress()
-                        .group_id(id)
-                        .ip_permissions(group_permission(lb_group))
-                        .send()
-                        .await;
-                    if let Err(e) = result {
-                        let e = api_error("RevokeSecurityGroupIngress", e);
-                        if e.code() != Some("InvalidPermission.NotFound") {
-                            return Err(e);
-                        }
-                    }
+                    self.revoke_ingress(id, vec![group_permission(lb_group)])
+                        .await?
                 }
                 _ => {}
             }
