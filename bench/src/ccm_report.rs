@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 
 use crate::ccm::{AuditCounts, Common, Side};
-use crate::ccm_scenarios::{LoadBalancersArgs, MemoryArgs, NodeInitArgs, Rss, Timed};
+use crate::ccm_scenarios::{LoadBalancersArgs, MemoryArgs, MemorySize, NodeInitArgs, Rss, Timed};
 
 const SECTION: &str = "Cloud controller manager";
 
@@ -156,6 +156,8 @@ fn verdict(ok: bool) -> &'static str {
 /// Per side, over rounds: median total, pooled latencies (sorted), rounds complete.
 struct Agg {
     total: Option<f64>,
+    /// Fastest and slowest round (all rounds complete).
+    total_range: Option<(f64, f64)>,
     latencies: Vec<f64>,
     done: usize,
     of: usize,
@@ -201,7 +203,21 @@ fn aggregate(side: Side, measured: &[Timed], audit: Option<&AuditCounts>) -> Opt
         }
         total as f64 / objects.max(1) as f64
     });
+    let totals: Vec<f64> = runs
+        .iter()
+        .filter_map(|m| m.total)
+        .map(|d| d.as_secs_f64())
+        .collect();
+    let total_range = all_done
+        .then(|| {
+            Some((
+                totals.iter().copied().reduce(f64::min)?,
+                totals.iter().copied().reduce(f64::max)?,
+            ))
+        })
+        .flatten();
     Some(Agg {
+        total_range,
         total: all_done
             .then(|| {
                 median(
@@ -243,6 +259,16 @@ fn aggregate(side: Side, measured: &[Timed], audit: Option<&AuditCounts>) -> Opt
             .sum::<Option<f64>>()
             .map(|cpu| cpu * 1000.0 / runs.iter().map(|m| m.of).sum::<usize>().max(1) as f64),
     })
+}
+
+/// Half the range as a percentage of its midpoint.
+fn spread(lo: f64, hi: f64) -> f64 {
+    let mid = (lo + hi) / 2.0;
+    if mid > 0.0 {
+        (hi - lo) / 2.0 / mid * 100.0
+    } else {
+        0.0
+    }
 }
 
 /// Speed-up of ours over `theirs` (their time / our time).
@@ -314,6 +340,15 @@ fn timed_table(
         s,
         &format!("time until all {what} (median of rounds)"),
         &|a: &Agg| opt_secs(a.total),
+    );
+    row(
+        s,
+        &format!("time until all {what}, fastest – slowest round"),
+        &|a: &Agg| {
+            a.total_range.map_or("–".into(), |(lo, hi)| {
+                format!("{} – {} (±{:.0}%)", secs(lo), secs(hi), spread(lo, hi))
+            })
+        },
     );
     row(
         s,
@@ -467,9 +502,16 @@ pub fn load_balancers(
         .filter_map(|side| Some((side, aggregate(side, measured, Some(audit))?)))
         .collect();
     let get = |side: Side| sides.iter().find(|(s, _)| *s == side).map(|(_, a)| a);
+    let setup = if args.during_creation {
+        "created in one burst per side while its CCM runs (`--controllers=service`, `--during-creation`: the \
+         clock starts at each Service's creation, so the total includes the benchmark's own burst)"
+    } else {
+        "created before each side's CCM starts (`--controllers=service`); the clock starts when the CCM process \
+         is spawned, so the times are the controller's own: start-up, initial list, one ensure per Service"
+    };
     let mut s = format!(
         "{}\n\n{} Nodes, then {} `LoadBalancer` Services (one TCP port, `allocateLoadBalancerNodePorts: false`) \
-         created in one burst per side (`--controllers=service`); a Service counts when the watch sees \
+         {setup}; a Service counts when the watch sees \
          `status.loadBalancer.ingress`. Then one Node is added; the fan-out time runs from its creation until \
          every one of the {} load balancers got a host update with it (upstream: our Go main prints each \
          `UpdateLoadBalancer` with its host count; ours: provider-fake's call trace, read from the CCM's output \
@@ -510,7 +552,12 @@ pub fn load_balancers(
     );
     let plot = cdf_svg(
         &format!(
-            "Load balancers: Service created → address ({} Services)",
+            "Load balancers: {} → address ({} Services)",
+            if args.during_creation {
+                "Service created"
+            } else {
+                "CCM started"
+            },
             args.services
         ),
         &sides
@@ -525,81 +572,116 @@ pub fn load_balancers(
     }
 }
 
-pub fn memory(args: &MemoryArgs, measured: &[Rss], audit: &AuditCounts, k8s: &str) -> Report {
+pub fn memory(args: &MemoryArgs, sizes: &[MemorySize], k8s: &str) -> Report {
     let c = &args.common;
     let mut s = format!(
-        "{}\n\n{} Nodes (initialized, with a provider ID) and {} ClusterIP Services exist before each CCM starts \
-         with `--controllers={}` (1 worker each); after {:?} the benchmark reads \
-         `VmHWM` (peak RSS) and `VmRSS` of the process from `/proc/<pid>/status`. Services are ClusterIP so the \
-         service controller caches all of them without creating thousands of load balancers first.\n\n\
-         | | peak RSS (VmHWM), median | RSS at the end, median | rounds |\n|---|---:|---:|---:|\n",
+        "{}\n\nFor each size N, a fresh control plane holds N Nodes as a kubelet and the CCM leave them (Ready and \
+         four other conditions, addresses, capacity, allocatable, node info, ten images, kubeadm's annotations, \
+         initialized, with a provider ID) and N ClusterIP Services, all created before each CCM starts with \
+         `--controllers={}` (1 worker each); after {:?} the benchmark reads `VmHWM` (peak RSS) and `VmRSS` of the \
+         process from `/proc/<pid>/status`. Services are ClusterIP so the service controller caches all of them \
+         without creating thousands of load balancers first.\n\n\
+         | Nodes + Services | ours: peak RSS (VmHWM) | ours: RSS at the end | upstream: peak RSS | upstream: RSS at the end | ours / upstream (peak) | rounds |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
         run_line(c, k8s),
-        args.nodes,
-        args.services,
         args.controllers,
         args.settle
     );
-    let mib = |k: f64| format!("{:.1} MiB", k / 1024.0);
-    let mut peaks = BTreeMap::new();
-    for side in [Side::Rust, Side::GoDefault] {
-        let runs: Vec<&Rss> = measured.iter().filter(|m| m.side == side).collect();
-        let peak = median(runs.iter().map(|r| r.peak_kib as f64).collect());
-        let current = median(runs.iter().map(|r| r.current_kib as f64).collect());
-        let label = match side {
-            Side::Rust => "ours".to_owned(),
-            _ => "upstream".to_owned(),
+    let mib = |k: Option<f64>| k.map_or("–".into(), |k| format!("{:.1} MiB", k / 1024.0));
+    let mut verdicts = Vec::new();
+    for size in sizes {
+        let of = |side: Side, f: &dyn Fn(&Rss) -> u64| {
+            median(
+                size.measured
+                    .iter()
+                    .filter(|m| m.side == side)
+                    .map(|m| f(m) as f64)
+                    .collect(),
+            )
         };
+        let (op, oc) = (
+            of(Side::Rust, &|m| m.peak_kib),
+            of(Side::Rust, &|m| m.current_kib),
+        );
+        let (tp, tc) = (
+            of(Side::GoDefault, &|m| m.peak_kib),
+            of(Side::GoDefault, &|m| m.current_kib),
+        );
+        let ratio = op.zip(tp).filter(|(_, t)| *t > 0.0).map(|(o, t)| o / t);
+        let rounds = size
+            .measured
+            .iter()
+            .filter(|m| m.side == Side::Rust)
+            .count();
         let _ = writeln!(
             s,
-            "| {label} | {} | {} | {} |",
-            peak.map_or("–".into(), mib),
-            current.map_or("–".into(), mib),
-            runs.len()
+            "| {} + {} | {} | {} | {} | {} | {} | {rounds} |",
+            size.size,
+            size.size,
+            mib(op),
+            mib(oc),
+            mib(tp),
+            mib(tc),
+            ratio.map_or("–".into(), |r| format!("{r:.2}")),
         );
-        if let Some(p) = peak {
-            peaks.insert(side, p);
-        }
+        verdicts.push(format!(
+            "{} + {}: {} ({})",
+            size.size,
+            size.size,
+            verdict(ratio.is_some_and(|r| r <= 1.0 / 3.0)),
+            ratio.map_or("–".into(), |r| format!("{r:.2}"))
+        ));
     }
-    let ratio = match (peaks.get(&Side::Rust), peaks.get(&Side::GoDefault)) {
-        (Some(o), Some(t)) if *t > 0.0 => Some(o / t),
-        _ => None,
-    };
     let _ = writeln!(
         s,
-        "\nGoal: RSS ≤ 1/3 of upstream's — {} (ours / upstream = {}).\n",
-        verdict(ratio.is_some_and(|r| r <= 1.0 / 3.0)),
-        ratio.map_or("–".into(), |r| format!("{r:.2}"))
+        "\nGoal: RSS ≤ 1/3 of upstream's — {}.\n",
+        verdicts.join("; ")
     );
-    // How many caches each keeps: its list and watch requests per resource (first round).
+    // How each fills its caches: list and watch requests per resource (first round of each size).
     let _ = writeln!(
         s,
-        "Informer traffic in the first round (list and watch requests per resource, audit log):\n\n\
-         | | ours | upstream |\n|---|---:|---:|"
+        "Informer traffic in the first round (list and watch requests per resource, audit log):\n"
     );
-    let first = |side: Side| {
-        measured
+    let _ = write!(s, "| |");
+    for size in sizes {
+        let _ = write!(s, " ours, {0} + {0} | upstream, {0} + {0} |", size.size);
+    }
+    let _ = write!(s, "\n|---|");
+    for _ in sizes {
+        s.push_str("---:|---:|");
+    }
+    s.push('\n');
+    let first = |size: &MemorySize, side: Side| {
+        size.measured
             .iter()
             .find(|m| m.side == side)
             .map(|m| {
-                audit
+                size.audit
                     .count(&side.user(), m.window.start_us, m.window.end_us)
                     .1
             })
             .unwrap_or_default()
     };
-    let (ours, theirs) = (first(Side::Rust), first(Side::GoDefault));
-    let keys: std::collections::BTreeSet<&String> = ours
-        .keys()
-        .chain(theirs.keys())
+    let counts: Vec<_> = sizes
+        .iter()
+        .map(|size| (first(size, Side::Rust), first(size, Side::GoDefault)))
+        .collect();
+    let keys: std::collections::BTreeSet<String> = counts
+        .iter()
+        .flat_map(|(o, t)| o.keys().chain(t.keys()).cloned().collect::<Vec<_>>())
         .filter(|k| k.starts_with("list ") || k.starts_with("watch "))
         .collect();
     for k in keys {
-        let _ = writeln!(
-            s,
-            "| `{k}` | {} | {} |",
-            ours.get(k).copied().unwrap_or(0),
-            theirs.get(k).copied().unwrap_or(0)
-        );
+        let _ = write!(s, "| `{k}` |");
+        for (o, t) in &counts {
+            let _ = write!(
+                s,
+                " {} | {} |",
+                o.get(&k).copied().unwrap_or(0),
+                t.get(&k).copied().unwrap_or(0)
+            );
+        }
+        s.push('\n');
     }
     s.push('\n');
     Report {

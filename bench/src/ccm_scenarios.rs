@@ -33,6 +33,10 @@ pub struct LoadBalancersArgs {
     /// Nodes that exist before the Services (one more is added for the fan-out).
     #[arg(long, default_value_t = 10)]
     pub nodes: usize,
+    /// Create the Services in one burst while the CCM runs (the setup before 2026-12-01, which mostly times the
+    /// benchmark's own creation burst) instead of before the CCM starts.
+    #[arg(long)]
+    pub during_creation: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -40,20 +44,25 @@ pub struct LoadBalancersArgs {
 /// `bench memory`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MemoryArgs {
-    /// Nodes in the cluster (initialized, with a provider ID).
-    #[arg(long, default_value_t = 5000)]
-    pub nodes: usize,
-    /// ClusterIP Services in the cluster.
-    #[arg(long, default_value_t = 5000)]
-    pub services: usize,
+    /// Cluster sizes: for each N, a fresh control plane with N Nodes (kubelet-style: Ready, addresses, capacity,
+    /// node info, images; initialized, with a provider ID) and N ClusterIP Services.
+    #[arg(long, value_delimiter = ',', default_value = "5000,20000")]
+    pub sizes: Vec<usize>,
     /// How long each CCM runs with everything cached before its peak RSS is read.
-    #[arg(long, default_value = "45s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
     /// `--controllers` of both CCMs (e.g. `cloud-node` or `service` to see what each cache costs).
     #[arg(long, default_value = "*")]
     pub controllers: String,
     #[command(flatten)]
     pub common: Common,
+}
+
+/// What one cluster size measured: every round of both sides, and the audit log.
+pub struct MemorySize {
+    pub size: usize,
+    pub measured: Vec<Rss>,
+    pub audit: AuditCounts,
 }
 
 /// What one side measured in one round of a timed scenario.
@@ -316,26 +325,41 @@ async fn load_balancers_side(
         .collect();
     env.create_all(&env.nodes(), nodes).await?;
     let api = env.services();
-    let mut watch = Reached::watch(api.clone(), &run, has_address).await?;
-    let mut ccm = env.spawn_ccm(side, &run, "service", side.workers(c), true)?;
-    let name = format!("{run}-canary");
-    api.create(&Default::default(), &ccm::service(&name, &run, true))
-        .await
-        .context("creating the canary Service")?;
-    canary(&mut watch, &mut ccm, &name).await?;
-
     let names: Vec<String> = (0..args.services)
         .map(|i| format!("{run}-{i:05}"))
         .collect();
     let wanted: HashSet<String> = names.iter().cloned().collect();
-    let mut m = Timed::new(side, args.services);
-    let cpu_before = ccm.cpu_seconds().ok();
-    let services = names.iter().map(|n| ccm::service(n, &run, true)).collect();
-    let (created, reached) = tokio::join!(
-        env.create_all(&api, services),
-        watch.collect(&wanted, deadline(c))
-    );
-    m.measure(&created?, &reached);
+    let services: Vec<_> = names.iter().map(|n| ccm::service(n, &run, true)).collect();
+    let (mut ccm, mut m, cpu_before) = if args.during_creation {
+        let mut watch = Reached::watch(api.clone(), &run, has_address).await?;
+        let mut ccm = env.spawn_ccm(side, &run, "service", side.workers(c), true)?;
+        let name = format!("{run}-canary");
+        api.create(&Default::default(), &ccm::service(&name, &run, true))
+            .await
+            .context("creating the canary Service")?;
+        canary(&mut watch, &mut ccm, &name).await?;
+        let mut m = Timed::new(side, args.services);
+        let cpu_before = ccm.cpu_seconds().ok();
+        let (created, reached) = tokio::join!(
+            env.create_all(&api, services),
+            watch.collect(&wanted, deadline(c))
+        );
+        m.measure(&created?, &reached);
+        (ccm, m, cpu_before)
+    } else {
+        // Every Service exists before the CCM starts: the clock runs from its start, so the times are the
+        // controller's alone (initial list, then one ensure per Service).
+        env.create_all(&api, services).await?;
+        let mut watch = Reached::watch(api.clone(), &run, has_address).await?;
+        let mut m = Timed::new(side, args.services);
+        let started = Instant::now();
+        let ccm = env.spawn_ccm(side, &run, "service", side.workers(c), true)?;
+        let reached = watch.collect(&wanted, deadline(c)).await;
+        let created = names.iter().map(|n| (n.clone(), started)).collect();
+        m.measure(&created, &reached);
+        m.burst = None;
+        (ccm, m, Some(0.0))
+    };
     ccm.check_running()?;
 
     if m.done == m.of {
@@ -393,41 +417,134 @@ pub struct Rss {
 pub async fn memory(args: MemoryArgs) -> Result<()> {
     let c = &args.common;
     let sides = [Side::Rust, Side::GoDefault];
-    let (measured, audit, version) = with_env(c, async |env: &Env| {
-        let run = "mem";
-        eprintln!(
-            "bench: memory: creating {} Nodes and {} Services",
-            args.nodes, args.services
-        );
-        let nodes = (0..args.nodes)
-            .map(|i| {
-                let name = format!("mem-node-{i:05}");
-                let id = format!("fake://{name}");
-                ccm::node(&name, run, false, Some(id))
-            })
-            .collect();
-        env.create_all(&env.nodes(), nodes).await?;
-        let services = (0..args.services)
-            .map(|i| ccm::service(&format!("mem-svc-{i:05}"), run, false))
-            .collect();
-        env.create_all(&env.services(), services).await?;
-        let mut measured = Vec::new();
-        for round in 1..=c.rounds {
-            for side in sides {
-                let m = memory_side(env, side, round, &args).await?;
-                eprintln!(
-                    "bench: memory {} round {round}: peak {} MiB",
-                    side.key(),
-                    m.peak_kib / 1024
-                );
-                measured.push(m);
+    let mut sizes = Vec::new();
+    let mut version = String::new();
+    for &size in &args.sizes {
+        let (measured, audit, v) = with_env(c, async |env: &Env| {
+            let run = "mem";
+            eprintln!("bench: memory: creating {size} kubelet-style Nodes and {size} Services");
+            create_kubelet_nodes(env, run, size).await?;
+            let services = (0..size)
+                .map(|i| ccm::service(&format!("mem-svc-{i:05}"), run, false))
+                .collect();
+            env.create_all(&env.services(), services).await?;
+            let mut measured = Vec::new();
+            for round in 1..=c.rounds {
+                for side in sides {
+                    let m = memory_side(env, side, round, &args).await?;
+                    eprintln!(
+                        "bench: memory {size} {} round {round}: peak {} MiB, end {} MiB",
+                        side.key(),
+                        m.peak_kib / 1024,
+                        m.current_kib / 1024
+                    );
+                    measured.push(m);
+                }
             }
-        }
-        Ok(measured)
-    })
-    .await?;
-    let report = ccm_report::memory(&args, &measured, &audit, &version);
+            Ok(measured)
+        })
+        .await?;
+        version = v;
+        sizes.push(MemorySize {
+            size,
+            measured,
+            audit,
+        });
+    }
+    let report = ccm_report::memory(&args, &sizes, &version);
     ccm_report::publish(c, &report)
+}
+
+/// Creates `n` Nodes as a kubelet and the CCM leave them: labels, annotations, provider ID, pod CIDR, then a
+/// status with five conditions (Ready), addresses, capacity, allocatable, node info and ten images.
+async fn create_kubelet_nodes(env: &Env, run: &str, n: usize) -> Result<()> {
+    let api = env.nodes();
+    let names: Vec<String> = (0..n).map(|i| format!("mem-node-{i:05}")).collect();
+    let nodes = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut node = ccm::node(name, run, false, Some(format!("fake://{name}")));
+            let labels = node.metadata.labels.get_or_insert_default();
+            for (k, v) in [
+                ("kubernetes.io/hostname", name.as_str()),
+                ("kubernetes.io/os", "linux"),
+                ("kubernetes.io/arch", "amd64"),
+                ("beta.kubernetes.io/os", "linux"),
+                ("beta.kubernetes.io/arch", "amd64"),
+                ("node.kubernetes.io/instance-type", "fake.small"),
+                ("topology.kubernetes.io/zone", "fake-zone-1a"),
+                ("topology.kubernetes.io/region", "fake-region-1"),
+            ] {
+                labels.insert(k.to_owned(), v.to_owned());
+            }
+            node.metadata.annotations = Some(
+                [
+                    (
+                        "kubeadm.alpha.kubernetes.io/cri-socket",
+                        "unix:///run/containerd/containerd.sock",
+                    ),
+                    ("node.alpha.kubernetes.io/ttl", "0"),
+                    (
+                        "volumes.kubernetes.io/controller-managed-attach-detach",
+                        "true",
+                    ),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            );
+            if let Some(spec) = node.spec.as_mut() {
+                let cidr = format!("10.{}.{}.0/24", 64 + i / 256, i % 256);
+                spec.pod_cidr = Some(cidr.clone());
+                spec.pod_cidrs = Some(vec![cidr]);
+            }
+            node
+        })
+        .collect();
+    env.create_all(&api, nodes).await?;
+    let now = "2026-12-01T00:00:00Z";
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": message,
+            "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    let images: Vec<_> = (0..10)
+        .map(|i| json!({"names": [format!("registry.example.com/team/app-{i}@sha256:{:064x}", i), format!("registry.example.com/team/app-{i}:v1.{i}.0")], "sizeBytes": 50_000_000 + i}))
+        .collect();
+    futures::stream::iter(names.iter().enumerate())
+        .map(|(i, name)| {
+            let api = api.clone();
+            let status = json!({"status": {
+                "conditions": [
+                    condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                    condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                    condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                    condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+                    condition("NetworkUnavailable", "False", "RouteCreated", "RouteController created a route"),
+                ],
+                "addresses": [
+                    {"type": "InternalIP", "address": format!("10.0.{}.{}", i / 250, i % 250 + 1)},
+                    {"type": "Hostname", "address": name},
+                ],
+                "capacity": {"cpu": "4", "memory": "16374584Ki", "pods": "110", "ephemeral-storage": "101445540Ki", "hugepages-2Mi": "0"},
+                "allocatable": {"cpu": "3800m", "memory": "15223608Ki", "pods": "110", "ephemeral-storage": "93492209510", "hugepages-2Mi": "0"},
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                "nodeInfo": {"machineID": format!("{i:032x}"), "systemUUID": format!("ec2{i:029x}"), "bootID": format!("{i:032x}"),
+                    "kernelVersion": "6.1.0-27-cloud-amd64", "osImage": "Debian GNU/Linux 12 (bookworm)",
+                    "containerRuntimeVersion": "containerd://2.0.0", "kubeletVersion": "v1.36.3", "kubeProxyVersion": "",
+                    "operatingSystem": "linux", "architecture": "amd64"},
+                "images": images,
+            }});
+            async move {
+                api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+                    .await
+                    .with_context(|| format!("patching the status of {name}"))
+            }
+        })
+        .buffer_unordered(env.common.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
 }
 
 async fn memory_side(env: &Env, side: Side, round: usize, args: &MemoryArgs) -> Result<Rss> {

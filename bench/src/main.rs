@@ -6,7 +6,7 @@
 //! cargo run -p bench --release -- virtual-nodes [--nodes 1000,5000,10000] [--impls rust,kwok] [--window 60s]
 //! cargo run -p bench --release -- node-init [--nodes 1000] [--workers 16] [--latency-ms 10] [--rounds 1]
 //! cargo run -p bench --release -- load-balancers [--services 500] [--nodes 10] [--workers 16]
-//! cargo run -p bench --release -- memory [--nodes 5000] [--services 5000] [--settle 45s]
+//! cargo run -p bench --release -- memory [--sizes 5000,20000] [--settle 60s]
 //! ```
 //!
 //! Every child process is killed when the benchmark ends, fails, panics or is interrupted (kill on drop, explicit

@@ -60,7 +60,7 @@ pub trait Instances: Send + Sync {
     /// The default calls [`instance_exists`](Self::instance_exists) and
     /// [`instance_shutdown`](Self::instance_shutdown) per node. Clouds with batch APIs should override it so a
     /// periodic sync of N nodes costs a handful of calls, not 2N.
-    async fn instance_states(&self, nodes: &[Node]) -> Vec<CloudResult<InstanceState>> {
+    async fn instance_states(&self, nodes: &[&Node]) -> Vec<CloudResult<InstanceState>> {
         let mut out = Vec::with_capacity(nodes.len());
         for node in nodes {
             out.push(state_of(self, node).await);

@@ -228,7 +228,7 @@ impl Lifecycle {
             return outcome;
         }
         let instances = self.provider.instances().unwrap_or(&Unsupported);
-        let batch: Vec<Node> = not_ready.iter().map(|n| Node::clone(n)).collect();
+        let batch: Vec<&Node> = not_ready.iter().map(|n| n.as_ref()).collect();
         let states = instances.instance_states(&batch).await;
         if states.len() != not_ready.len() {
             // A provider bug; acting on a misaligned answer could delete the wrong Node.
@@ -395,4 +395,21 @@ fn is_shutdown_taint(taint: &Taint) -> bool {
 
 fn has_shutdown_taint(node: &Node) -> bool {
     taints(node).iter().any(is_shutdown_taint)
+}
+
+/// Everything this controller decides from a cached Node, for the projection test
+/// ([`projection`](crate::runtime::projection)).
+#[cfg(test)]
+pub(crate) fn node_decisions(node: &Node) -> String {
+    format!(
+        "{:?}",
+        (
+            node.metadata.deletion_timestamp.is_some(),
+            is_ready(node),
+            has_shutdown_taint(node),
+            has_uninitialized_taint(node),
+            taints(node),
+            node.metadata.uid.as_deref(),
+        )
+    )
 }

@@ -57,7 +57,7 @@ impl Instances for Audited {
         self.record();
         Instances::instance_metadata(&self.cloud, node).await
     }
-    async fn instance_states(&self, nodes: &[Node]) -> Vec<CloudResult<InstanceState>> {
+    async fn instance_states(&self, nodes: &[&Node]) -> Vec<CloudResult<InstanceState>> {
         self.record();
         Instances::instance_states(&self.cloud, nodes).await
     }

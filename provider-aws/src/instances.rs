@@ -370,8 +370,8 @@ impl Instances for AwsCloud {
     /// One `DescribeInstances` per [`DESCRIBE_BATCH_SIZE`] nodes with provider IDs (plus one per batch of nodes
     /// still without one), whatever the number of nodes.
     #[instrument(skip_all, fields(nodes = nodes.len()))]
-    async fn instance_states(&self, nodes: &[Node]) -> Vec<CloudResult<InstanceState>> {
-        let keys: Vec<CloudResult<NodeKey>> = nodes.iter().map(node_key).collect();
+    async fn instance_states(&self, nodes: &[&Node]) -> Vec<CloudResult<InstanceState>> {
+        let keys: Vec<CloudResult<NodeKey>> = nodes.iter().map(|n| node_key(n)).collect();
         let valid: Vec<NodeKey> = keys
             .iter()
             .filter_map(|k| k.as_ref().ok().cloned())

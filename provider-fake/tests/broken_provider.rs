@@ -145,7 +145,7 @@ impl Instances for Broken {
         Ok(md)
     }
 
-    async fn instance_states(&self, nodes: &[Node]) -> Vec<CloudResult<InstanceState>> {
+    async fn instance_states(&self, nodes: &[&Node]) -> Vec<CloudResult<InstanceState>> {
         // Built from the (possibly broken) single calls, like the trait's default.
         let mut out = Vec::with_capacity(nodes.len());
         for node in nodes {

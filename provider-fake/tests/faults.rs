@@ -124,7 +124,8 @@ async fn instance_states_is_one_call_with_per_node_faults() {
     let cloud = cloud_with(&["a", "b", "c"]);
     ok(cloud.set_instance_state("b", FakeInstanceState::Stopped));
     ok(cloud.set_instance_state("c", FakeInstanceState::Terminated));
-    let nodes = [node("a"), node("b"), node("c"), node("never")];
+    let owned = [node("a"), node("b"), node("c"), node("never")];
+    let nodes: Vec<&k8s_openapi::api::core::v1::Node> = owned.iter().collect();
     cloud.fail_next_for(Method::InstanceStates, "b", 1, FaultKind::Transient);
 
     let states = cloud.instance_states(&nodes).await;
@@ -245,7 +246,7 @@ async fn latency_is_added_per_method_or_globally() {
 
     cloud.set_global_latency(Duration::ZERO);
     let start = Instant::now();
-    assert!(cloud.instance_states(std::slice::from_ref(&n1)).await[0].is_ok());
+    assert!(cloud.instance_states(&[&n1]).await[0].is_ok());
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
 

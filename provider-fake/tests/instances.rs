@@ -94,7 +94,7 @@ async fn a_foreign_provider_id_is_invalid_input_never_gone() {
         matches!(exists, Err(CloudError::InvalidInput { ref field, .. }) if field == "spec.providerID"),
         "{exists:?}"
     );
-    let states = cloud.instance_states(std::slice::from_ref(&foreign)).await;
+    let states = cloud.instance_states(&[&foreign]).await;
     assert!(matches!(states[0], Err(CloudError::InvalidInput { .. })));
     // A node with neither name nor provider ID cannot be looked up.
     let nameless = cloud.instance_exists(&Default::default()).await;
@@ -116,7 +116,7 @@ async fn stopped_exists_and_terminated_is_gone() {
     assert!(ok(cloud.instance_shutdown(&n).await));
     assert!(cloud.instance_metadata(&n).await.is_ok());
     assert!(matches!(
-        cloud.instance_states(std::slice::from_ref(&n)).await[0],
+        cloud.instance_states(&[&n]).await[0],
         Ok(InstanceState::Shutdown)
     ));
 
@@ -134,7 +134,7 @@ async fn stopped_exists_and_terminated_is_gone() {
         Err(CloudError::NotFound { .. })
     ));
     assert!(matches!(
-        cloud.instance_states(std::slice::from_ref(&n)).await[0],
+        cloud.instance_states(&[&n]).await[0],
         Ok(InstanceState::Gone)
     ));
     assert_eq!(

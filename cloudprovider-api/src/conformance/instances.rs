@@ -148,7 +148,7 @@ async fn stopped_exists(
         call("instance_exists", instances.instance_exists(node).await)?,
         "instance_exists of a STOPPED instance returned false: the Node would be deleted"
     );
-    let states = instances.instance_states(std::slice::from_ref(node)).await;
+    let states = instances.instance_states(&[node]).await;
     ensure!(
         matches!(states.as_slice(), [Ok(InstanceState::Shutdown)]),
         "instance_states of a stopped instance returned {states:?}, want [Ok(Shutdown)]"
@@ -206,8 +206,7 @@ async fn batch_states(
     stopped: &Node,
     absent: &Node,
 ) -> CheckFn {
-    let nodes = [running.clone(), stopped.clone(), absent.clone()];
-    let states = instances.instance_states(&nodes).await;
+    let states = instances.instance_states(&[running, stopped, absent]).await;
     let got: Vec<_> = states.iter().map(|s| s.as_ref().ok().copied()).collect();
     let want = [
         Some(InstanceState::Running),

@@ -362,3 +362,33 @@ fn seconds_since_creation(node: &Node) -> f64 {
     let elapsed_ms = now.saturating_sub(created.0.as_millisecond()).max(0);
     Duration::from_millis(elapsed_ms.unsigned_abs()).as_secs_f64()
 }
+
+/// Everything this controller decides from a cached Node, for the projection test
+/// ([`projection`](crate::runtime::projection)).
+#[cfg(test)]
+pub(crate) fn node_decisions(node: &Node) -> String {
+    let md = cloudprovider_api::InstanceMetadata {
+        provider_id: "fake://n".into(),
+        instance_type: "small".into(),
+        zone: "z".into(),
+        region: "r".into(),
+        node_addresses: vec![cloudprovider_api::NodeAddress::new(
+            cloudprovider_api::NodeAddressType::InternalIp,
+            "10.0.0.1",
+        )],
+        ..Default::default()
+    };
+    format!(
+        "{:?}",
+        (
+            has_uninitialized_taint(node),
+            remaining_taints(node),
+            labels::init_labels(node, &md),
+            labels::reconcile_twins(node),
+            addresses::provided_node_ips(node).map_err(|e| e.to_string()),
+            addresses::desired_addresses(node, &md.node_addresses).map_err(|e| e.to_string()),
+            addresses::current_addresses(node),
+            node.metadata.creation_timestamp.is_some(),
+        )
+    )
+}

@@ -60,12 +60,12 @@ impl SharedCaches {
         }
     }
 
-    /// Every Node (see [`Cached::strip`] for the fields left out), with a change subscription of its own.
+    /// Every Node (only the fields [`Cached::project`] keeps), with a change subscription of its own.
     pub fn nodes(&self) -> CacheSource<Node> {
         self.start("nodes", &self.inner.nodes).source()
     }
 
-    /// Every Pod of every namespace, with a change subscription of its own.
+    /// Every Pod of every namespace (only the fields [`Cached::project`] keeps), with a change subscription of its own.
     pub fn pods(&self) -> CacheSource<Pod> {
         self.start("pods", &self.inner.pods).source()
     }

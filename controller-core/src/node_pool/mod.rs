@@ -360,6 +360,58 @@ impl Reconciler<NodePool> for PoolReconciler {
     }
 }
 
+/// Everything this controller decides from a cached Node, for the projection test
+/// ([`projection`](crate::runtime::projection)).
+#[cfg(test)]
+pub(crate) fn node_decisions(node: &Node) -> String {
+    let mut spec = NodePoolSpec::new("g", 3);
+    spec.labels.insert("team".into(), "ml".into());
+    format!(
+        "{:?}",
+        (
+            lifecycle::is_initialized(node),
+            lifecycle::was_initialized(node),
+            lifecycle::accepts_pods(node, &[]),
+            lifecycle::registration_patch(node, "pool", &spec),
+            resources::node_allocatable(node),
+            scale_up::NodeShape::for_pool(node, &spec, "pool"),
+        )
+    )
+}
+
+/// Everything this controller decides from a cached Pod, for the projection test
+/// ([`projection`](crate::runtime::projection)).
+#[cfg(test)]
+pub(crate) fn pod_decisions(pod: &Pod) -> String {
+    let shape = |labels: &[(&str, &str)], taints: Vec<k8s_openapi::api::core::v1::Taint>| {
+        scale_up::NodeShape {
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            taints,
+            allocatable: resources::Resources::default(),
+        }
+    };
+    let gpu = k8s_openapi::api::core::v1::Taint {
+        key: "gpu".into(),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    };
+    format!(
+        "{:?}",
+        (
+            scale_up::is_unschedulable(pod),
+            scale_up::fits_shape(pod, &shape(&[("pool", "a")], vec![])),
+            scale_up::fits_shape(pod, &shape(&[("pool", "b")], vec![])),
+            scale_up::fits_shape(pod, &shape(&[("pool", "a")], vec![gpu])),
+            lifecycle::blocks_removal(pod),
+            lifecycle::bound_node(pod),
+            resources::pod_requests(pod),
+        )
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

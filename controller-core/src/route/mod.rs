@@ -576,6 +576,28 @@ async fn join(running: &mut Option<JoinHandle<PassOutcome>>) -> Result<PassOutco
     result
 }
 
+/// Everything this controller decides from a cached Node, for the projection test
+/// ([`projection`](crate::runtime::projection)).
+#[cfg(test)]
+pub(crate) fn node_decisions(node: &Node) -> String {
+    let clusters: Vec<ipnet::IpNet> = ["10.0.0.0/8", "fd00::/8"]
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    );
+    format!(
+        "{:?}",
+        (
+            plan::pod_cidrs(node),
+            plan::NodeRoutes::of(std::sync::Arc::new(node.clone()), &clusters).1,
+            status::condition_patch(node, status::Networking::RouteCreated, at.clone()).ok(),
+            status::condition_patch(node, status::Networking::NoRouteCreated, at).ok(),
+        )
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,38 +49,35 @@ impl Networking {
     }
 }
 
-/// The merge patch that sets `NetworkUnavailable` to `want` on `node`, or `None` when its status and reason
-/// already match (no write, so steady-state rounds cost the apiserver nothing).
+/// The strategic-merge patch that sets `NetworkUnavailable` to `want` on `node`, or `None` when its status and
+/// reason already match (no write, so steady-state rounds cost the apiserver nothing).
 ///
-/// A JSON merge patch replaces `status.conditions` as a whole, so the patch carries every other condition as
-/// cached plus the node's `resourceVersion`: if the kubelet updated a condition meanwhile the apiserver answers
-/// 409 instead of us overwriting it, and the next round retries from the fresh cache.
+/// Node conditions merge by `type` under a strategic-merge patch, so the patch carries only this condition (as
+/// upstream's `SetNodeCondition` does): the kubelet's conditions are neither sent nor needed, and the Node cache
+/// may leave them out ([`projection`](crate::runtime::projection)).
 pub(super) fn condition_patch(
     node: &Node,
     want: Networking,
     now: Time,
 ) -> Result<Option<Value>, serde_json::Error> {
-    let mut conditions: Vec<NodeCondition> = node
+    let current = node
         .status
         .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let current = conditions
-        .iter()
-        .position(|c| c.type_ == CONDITION_NETWORK_UNAVAILABLE);
-    if let Some(i) = current {
-        let c = &conditions[i];
-        if c.status == want.status() && c.reason.as_deref() == Some(want.reason()) {
-            return Ok(None);
-        }
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|all| {
+            all.iter()
+                .find(|c| c.type_ == CONDITION_NETWORK_UNAVAILABLE)
+        });
+    if let Some(c) = current
+        && c.status == want.status()
+        && c.reason.as_deref() == Some(want.reason())
+    {
+        return Ok(None);
     }
     // The transition time moves only when the status flips; a reason change alone keeps it.
     let transition = current
-        .and_then(|i| {
-            let c = &conditions[i];
-            (c.status == want.status()).then(|| c.last_transition_time.clone())
-        })
-        .flatten()
+        .filter(|c| c.status == want.status())
+        .and_then(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| now.clone());
     let condition = NodeCondition {
         type_: CONDITION_NETWORK_UNAVAILABLE.to_owned(),
@@ -90,19 +87,9 @@ pub(super) fn condition_patch(
         last_transition_time: Some(transition),
         last_heartbeat_time: Some(now),
     };
-    match current {
-        Some(i) => conditions[i] = condition,
-        None => conditions.push(condition),
-    }
-
     let mut status = Map::new();
-    status.insert("conditions".into(), serde_json::to_value(&conditions)?);
+    status.insert("conditions".into(), serde_json::to_value([condition])?);
     let mut patch = Map::new();
-    if let Some(rv) = node.resource_version() {
-        let mut metadata = Map::new();
-        metadata.insert("resourceVersion".into(), Value::String(rv));
-        patch.insert("metadata".into(), Value::Object(metadata));
-    }
     patch.insert("status".into(), Value::Object(status));
     Ok(Some(Value::Object(patch)))
 }
@@ -114,7 +101,7 @@ pub(super) enum ConditionUpdate {
     Unchanged,
     /// Patched.
     Patched,
-    /// The Node changed (409) or is gone (404) since it was cached; the next round decides again.
+    /// The Node is gone (404) since it was cached; the next round decides again.
     Stale,
 }
 
@@ -135,7 +122,7 @@ pub(super) async fn set_condition(
         ..PatchParams::default()
     };
     match api
-        .patch_status(&node.name_any(), &params, &Patch::Merge(&patch))
+        .patch_status(&node.name_any(), &params, &Patch::Strategic(&patch))
         .await
     {
         Ok(_) => Ok(ConditionUpdate::Patched),
@@ -184,26 +171,25 @@ mod tests {
     }
 
     #[test]
-    fn adds_the_condition_keeping_the_others() {
+    fn patches_only_its_own_condition() {
         let patch = condition_patch(&node_with(vec![ready()]), Networking::RouteCreated, at(100))
             .ok()
             .flatten();
         let Some(patch) = patch else {
             panic!("expected a patch")
         };
-        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        assert!(patch.get("metadata").is_none(), "{patch}");
         let c = conditions_of(&patch);
-        assert_eq!(c.len(), 2);
-        assert_eq!(c[0], ready());
-        assert_eq!(c[1].type_, CONDITION_NETWORK_UNAVAILABLE);
-        assert_eq!(c[1].status, "False");
-        assert_eq!(c[1].reason.as_deref(), Some("RouteCreated"));
+        assert_eq!(c.len(), 1, "the kubelet's conditions are not sent");
+        assert_eq!(c[0].type_, CONDITION_NETWORK_UNAVAILABLE);
+        assert_eq!(c[0].status, "False");
+        assert_eq!(c[0].reason.as_deref(), Some("RouteCreated"));
         assert_eq!(
-            c[1].message.as_deref(),
+            c[0].message.as_deref(),
             Some("RouteController created a route")
         );
-        assert_eq!(c[1].last_transition_time, Some(at(100)));
-        assert_eq!(c[1].last_heartbeat_time, Some(at(100)));
+        assert_eq!(c[0].last_transition_time, Some(at(100)));
+        assert_eq!(c[0].last_heartbeat_time, Some(at(100)));
     }
 
     #[test]
@@ -225,7 +211,7 @@ mod tests {
             .ok()
             .flatten();
         let c = conditions_of(&flipped.unwrap_or_default());
-        assert_eq!(c.len(), 2, "replaced in place");
+        assert_eq!(c.len(), 1);
         assert_eq!(
             (c[0].status.as_str(), c[0].reason.as_deref()),
             ("True", Some("NoRouteCreated"))

@@ -9,9 +9,9 @@ use std::fmt::Debug;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Resource};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
@@ -20,54 +20,52 @@ use tracing::{info, warn};
 /// How many changes a subscriber may fall behind before it is resynced from the store.
 const SUBSCRIBER_BUFFER: usize = 4096;
 
-#[derive(Debug)]
-enum Change<K> {
-    Applied(Arc<K>),
+/// What subscribers are told. Objects are named, not carried: a subscriber reads the current version from the
+/// store, so the broadcast buffer never holds copies of objects (with thousands of changes buffered, those copies
+/// would double the cache's memory) and a subscriber never acts on a version already replaced.
+enum Change<K: Resource> {
+    Applied(ObjectRef<K>),
     /// The store was (re)listed: every object may have changed.
     Resync,
 }
 
-impl<K> Clone for Change<K> {
+impl<K: Resource> Clone for Change<K>
+where
+    K::DynamicType: Clone,
+{
     fn clone(&self) -> Self {
         match self {
-            Self::Applied(obj) => Self::Applied(Arc::clone(obj)),
+            Self::Applied(obj) => Self::Applied(obj.clone()),
             Self::Resync => Self::Resync,
         }
     }
 }
 
-/// What a cached object type needs: a watchable cluster-scoped or all-namespaces resource, and the fields no
-/// controller reads, stripped before caching.
+/// What a cached object type needs: a watchable cluster-scoped or all-namespaces resource, and the projection that
+/// keeps only what controllers read (see [`projection`](super::projection)), applied before caching.
 pub trait Cached:
     Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
 {
-    /// Removes what no controller reads. Managed fields at least.
-    fn strip(&mut self);
+    /// Keeps only what some controller reads; everything else is dropped before the object is cached.
+    fn project(&mut self);
 }
 
 impl Cached for Node {
-    /// Managed fields (most of a small Node's size) and the kubelet's image and volume lists (most of a busy one's):
-    /// providers see cached Nodes without `status.images`, `status.volumesInUse` and `status.volumesAttached`.
-    fn strip(&mut self) {
-        self.managed_fields_mut().clear();
-        if let Some(status) = self.status.as_mut() {
-            status.images = None;
-            status.volumes_in_use = None;
-            status.volumes_attached = None;
-        }
+    /// See [`project_node`](super::projection::project_node).
+    fn project(&mut self) {
+        super::projection::project_node(self);
     }
 }
 
 impl Cached for Pod {
-    /// Managed fields.
-    fn strip(&mut self) {
-        self.managed_fields_mut().clear();
+    /// See [`project_pod`](super::projection::project_pod).
+    fn project(&mut self) {
+        super::projection::project_pod(self);
     }
 }
 
 /// One watch of a resource shared by every controller: a [`Store`] to read, change streams for controllers, and a
-/// generation counter that also moves on deletions. What no controller reads is stripped before caching
-/// ([`Cached::strip`]).
+/// generation counter that also moves on deletions. Only what controllers read is cached ([`Cached::project`]).
 ///
 /// kube-runtime's own shared subscription is not used on purpose: an unread subscriber applies backpressure to the
 /// watch (one idle controller would stall every other), and an object deleted between announcement and read can
@@ -85,7 +83,7 @@ pub struct SharedCache<K: Cached> {
     generation_tx: watch::Sender<u64>,
     synced: watch::Receiver<bool>,
     synced_tx: watch::Sender<bool>,
-    initial_list: Mutex<InitialList>,
+    initial_list: Arc<Mutex<InitialList>>,
 }
 
 /// The shared Node cache.
@@ -118,7 +116,7 @@ impl<K: Cached> SharedCache<K> {
             generation_tx,
             synced,
             synced_tx,
-            initial_list: Mutex::new(InitialList::Streaming),
+            initial_list: Arc::new(Mutex::new(InitialList::Streaming)),
         }
     }
 
@@ -157,7 +155,12 @@ impl<K: Cached> SharedCache<K> {
                     return Some((obj, (rx, store, pending)));
                 }
                 match rx.recv().await {
-                    Ok(Change::Applied(obj)) => return Some((obj, (rx, store, pending))),
+                    Ok(Change::Applied(key)) => {
+                        // Gone since: its deletion moved the generation, nothing to announce.
+                        if let Some(obj) = store.get(&key) {
+                            return Some((obj, (rx, store, pending)));
+                        }
+                    }
                     Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         pending.extend(store.state());
                     }
@@ -189,49 +192,28 @@ impl<K: Cached> SharedCache<K> {
         let Some(mut writer) = self.writer.lock().take() else {
             return;
         };
-        let mut strategy = InitialList::Streaming;
-        loop {
-            *self.initial_list.lock() = strategy;
-            let config = match strategy {
-                InitialList::Streaming => watcher::Config::default().streaming_lists(),
-                InitialList::Paginated => watcher::Config::default(),
-            };
-            let stream = watcher(self.api.clone(), config)
-                .default_backoff()
-                .modify(K::strip);
-            futures::pin_mut!(stream);
-            let mut fall_back = false;
-            while let Some(event) = stream.next().await {
-                let event = match event {
-                    Ok(event) => event,
-                    Err(e)
-                        if strategy == InitialList::Streaming
-                            && !self.is_synced()
-                            && streaming_refused(&e) =>
-                    {
-                        info!(error = %e, "the apiserver does not stream initial lists (WatchList); using paginated lists");
-                        fall_back = true;
-                        break;
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "watch error; retrying with backoff");
-                        continue;
-                    }
-                };
-                writer.apply_watcher_event(&event);
-                self.announce(event);
+        let stream = watch_objects(
+            self.api.clone(),
+            watcher::Config::default(),
+            Arc::clone(&self.initial_list),
+        )
+        .modify(K::project);
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    writer.apply_watcher_event(&event);
+                    self.announce(event);
+                }
+                Err(e) => warn!(error = %e, "watch error; retrying with backoff"),
             }
-            if !fall_back {
-                return;
-            }
-            strategy = InitialList::Paginated;
         }
     }
 
     /// Tells subscribers about an event the store has applied.
     fn announce(&self, event: watcher::Event<K>) {
         let change = match event {
-            watcher::Event::Apply(obj) => Some(Change::Applied(Arc::new(obj))),
+            watcher::Event::Apply(obj) => Some(Change::Applied(ObjectRef::from_obj(&obj))),
             watcher::Event::InitDone => {
                 self.synced_tx.send_replace(true);
                 Some(Change::Resync)
@@ -248,10 +230,11 @@ impl<K: Cached> SharedCache<K> {
 }
 
 /// How a shared cache fills its initial state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InitialList {
     /// One watch that first sends every object (watch-list, `sendInitialEvents`).
+    #[default]
     Streaming,
     /// Paginated `LIST` requests, then a watch (apiservers without the WatchList feature).
     Paginated,
@@ -268,10 +251,50 @@ fn streaming_refused(e: &watcher::Error) -> bool {
     matches!(code, 400 | 422)
 }
 
+/// Watches every `K` matching `config`, streaming the initial state (watch-list) and falling back once to
+/// paginated lists when the apiserver refuses that (see [`SharedCache::run`]); `strategy` tells which is in use.
+/// Errors are retried with kube-runtime's default backoff and passed on for logging. For caches and controllers
+/// that watch a resource of their own (the service controller's Services).
+pub fn watch_objects<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    strategy: Arc<Mutex<InitialList>>,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    *strategy.lock() = InitialList::Streaming;
+    let start =
+        move |config: watcher::Config| watcher(api.clone(), config).default_backoff().boxed();
+    let streaming = start(config.clone().streaming_lists());
+    let state = (streaming, false, Some((start, config)), strategy);
+    futures::stream::unfold(
+        state,
+        |(mut inner, mut synced, mut fallback, strategy)| async move {
+            loop {
+                let event = inner.next().await?;
+                match &event {
+                    Ok(watcher::Event::InitDone) => synced = true,
+                    Err(e) if !synced && streaming_refused(e) => {
+                        if let Some((start, config)) = fallback.take() {
+                            info!(error = %e, "the apiserver does not stream initial lists (WatchList); using paginated lists");
+                            *strategy.lock() = InitialList::Paginated;
+                            inner = start(config);
+                            continue;
+                        }
+                    }
+                    _ => {}
+                }
+                return Some((event, (inner, synced, fallback, strategy)));
+            }
+        },
+    )
+}
+
 /// A shared cache as one controller sees it: a reader, and its own subscription to every change.
 #[non_exhaustive]
 pub struct CacheSource<K: Cached> {
-    /// All cached objects (see [`Cached::strip`] for what is left out).
+    /// All cached objects (see [`Cached::project`] for what is kept).
     pub store: Store<K>,
     /// Every added or modified object, for `Controller::for_shared_stream` or a custom loop.
     pub changes: Changes<K>,
@@ -334,29 +357,7 @@ impl<K> Stream for Changes<K> {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{ContainerImage, NodeAddress, NodeStatus};
-
     use super::*;
-
-    #[test]
-    fn cached_nodes_lose_image_and_volume_lists_but_keep_addresses() {
-        let mut node = Node {
-            status: Some(NodeStatus {
-                images: Some(vec![ContainerImage::default(); 3]),
-                volumes_in_use: Some(vec!["kubernetes.io/csi/x".into()]),
-                addresses: Some(vec![NodeAddress {
-                    type_: "InternalIP".into(),
-                    address: "10.0.0.1".into(),
-                }]),
-                ..NodeStatus::default()
-            }),
-            ..Node::default()
-        };
-        node.strip();
-        let status = node.status.unwrap_or_default();
-        assert!(status.images.is_none() && status.volumes_in_use.is_none());
-        assert_eq!(status.addresses.map(|a| a.len()), Some(1));
-    }
 
     #[tokio::test]
     async fn every_waiter_wakes_when_the_cache_syncs() {

@@ -8,12 +8,13 @@ mod error;
 mod events;
 mod metrics;
 pub mod periodic;
+pub mod projection;
 mod queue;
 
 pub use backoff::PerObjectBackoff;
 pub use cache::{
     CacheSource, Cached, Changes, InitialList, NodeCache, NodeChanges, PodCache, SharedCache,
-    Synced,
+    Synced, watch_objects,
 };
 pub use controller::{Reconciler, RunOptions, object_key, run};
 pub use error::{ErrorClass, ReconcileError};

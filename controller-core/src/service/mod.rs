@@ -137,11 +137,11 @@ async fn run(
     // the queue deduplicates a Service triggered again before its reconcile.
     let (trigger, triggers) = mpsc::unbounded::<ObjectRef<Service>>();
     let (reader, writer) = reflector::store();
-    let watched = watcher(
+    let watched = runtime::watch_objects(
         Api::<Service>::all(ctx.client.clone()),
         watcher::Config::default(),
+        Arc::default(),
     )
-    .default_backoff()
     .modify(strip_unread_fields)
     .reflect(writer)
     .applied_objects();
@@ -255,6 +255,19 @@ fn strip_unread_fields(service: &mut Service) {
 
 /// kubectl's client-side-apply annotation.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Everything this controller decides from a cached Node, for the projection test
+/// ([`projection`](crate::runtime::projection)).
+#[cfg(test)]
+pub(crate) fn node_decisions(node: &k8s_openapi::api::core::v1::Node) -> String {
+    format!(
+        "{:?}",
+        (
+            target_nodes::is_load_balancer_target(node),
+            target_nodes::host_key(node),
+        )
+    )
+}
 
 #[cfg(test)]
 mod tests {

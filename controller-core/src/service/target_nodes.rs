@@ -57,6 +57,12 @@ pub(super) struct HostKey {
     addresses: Vec<(String, String)>,
 }
 
+/// [`HostKey::of`], for the projection test.
+#[cfg(test)]
+pub(super) fn host_key(node: &Node) -> HostKey {
+    HostKey::of(node)
+}
+
 impl HostKey {
     fn of(node: &Node) -> Self {
         Self {

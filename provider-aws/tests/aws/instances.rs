@@ -128,7 +128,10 @@ async fn instance_states_batches_describe_instances() {
             .map(|i| node(i, with_provider_id))
             .collect();
         calls.reset();
-        let states = env.cloud.instance_states(&nodes).await;
+        let states = env
+            .cloud
+            .instance_states(&nodes.iter().collect::<Vec<_>>())
+            .await;
         let per_100 = calls.count("DescribeInstances");
         println!(
             "instance_states of 100 nodes (provider IDs: {with_provider_id}): {per_100} DescribeInstances, {} AWS calls in all",
@@ -156,7 +159,10 @@ async fn instance_states_batches_describe_instances() {
         ));
     }
     calls.reset();
-    let states = env.cloud.instance_states(&nodes).await;
+    let states = env
+        .cloud
+        .instance_states(&nodes.iter().collect::<Vec<_>>())
+        .await;
     assert_eq!(
         calls.count("DescribeInstances"),
         nodes.len().div_ceil(DESCRIBE_BATCH_SIZE) as u64

@@ -131,7 +131,7 @@ async fn throttling_maps_to_throttled_with_retry_after() {
         other => panic!("want Throttled, got {other:?}"),
     }
     // Batch answers share the throttled error, node by node.
-    let states = cloud.instance_states(&[node.clone(), node]).await;
+    let states = cloud.instance_states(&[&node, &node]).await;
     assert!(
         states
             .iter()

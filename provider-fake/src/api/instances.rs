@@ -79,9 +79,13 @@ impl Instances for FakeCloud {
 
     /// One call for the whole batch, under one lock. A method-wide fault or throttling fails every entry; a
     /// per-key fault (key = node name) fails only that node's entry.
-    async fn instance_states(&self, nodes: &[Node]) -> Vec<CloudResult<InstanceState>> {
+    async fn instance_states(&self, nodes: &[&Node]) -> Vec<CloudResult<InstanceState>> {
         let method = Method::InstanceStates;
-        let key = nodes.iter().map(node_key).collect::<Vec<_>>().join(",");
+        let key = nodes
+            .iter()
+            .map(|n| node_key(n))
+            .collect::<Vec<_>>()
+            .join(",");
         self.delay(method).await;
         let now = Instant::now();
         let (denied, keyed) = {
