@@ -7,6 +7,7 @@
 //! cargo run -p bench --release -- node-init [--nodes 1000] [--workers 16] [--latency-ms 10] [--rounds 1]
 //! cargo run -p bench --release -- load-balancers [--services 500] [--nodes 10] [--workers 16]
 //! cargo run -p bench --release -- memory [--sizes 5000,20000] [--settle 60s]
+//! cargo run -p bench --release -- node-pool-memory [--pods 10000]
 //! ```
 //!
 //! Every child process is killed when the benchmark ends, fails, panics or is interrupted (kill on drop, explicit
@@ -20,6 +21,7 @@ mod ccm_report;
 mod ccm_scenarios;
 mod heartbeat_agent;
 mod leader_election;
+mod node_pool_memory;
 mod report;
 mod virtual_nodes;
 
@@ -54,6 +56,8 @@ enum Command {
     LoadBalancers(ccm_scenarios::LoadBalancersArgs),
     /// Cloud controller manager, ours vs upstream's: peak RSS with thousands of Nodes and Services cached.
     Memory(ccm_scenarios::MemoryArgs),
+    /// The node-pool-controller's RSS with thousands of Pods in its shared Pod cache.
+    NodePoolMemory(node_pool_memory::Args),
 }
 
 fn main() -> Result<()> {
@@ -83,6 +87,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::NodeInit(args) => ccm_scenarios::node_init(args).await,
         Command::LoadBalancers(args) => ccm_scenarios::load_balancers(args).await,
         Command::Memory(args) => ccm_scenarios::memory(args).await,
+        Command::NodePoolMemory(args) => node_pool_memory::run(args).await,
     }
 }
 

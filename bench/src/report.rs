@@ -406,6 +406,26 @@ fn command_output(program: &str, args: &[&str]) -> String {
 
 /// Writes `header` and replaces (or appends) the `## {title}` section of the markdown file at `path`, keeping the
 /// other sections.
+/// Prints `section` and writes it as the `## {title}` section of `out` (default: docs/benchmarks.md; `-`: nowhere),
+/// keeping the file's header (written by the other benchmarks) as it is.
+pub fn publish_section(out: Option<&Path>, title: &str, section: &str) -> Result<()> {
+    println!("{section}");
+    let out = match out {
+        Some(p) if p.as_os_str() == "-" => return Ok(()),
+        Some(p) => p.to_path_buf(),
+        None => crate::workspace_root().join("docs").join("benchmarks.md"),
+    };
+    let existing = std::fs::read_to_string(&out).unwrap_or_default();
+    let header = match existing.find("\n## ") {
+        Some(i) => existing[..i].to_owned(),
+        None if !existing.trim().is_empty() => existing.clone(),
+        None => "# Benchmarks\n".to_owned(),
+    };
+    write_section(&out, &header, title, section)?;
+    eprintln!("bench: wrote the {title} section of {}", out.display());
+    Ok(())
+}
+
 pub fn write_section(path: &Path, header: &str, title: &str, section: &str) -> Result<()> {
     let old = match std::fs::read_to_string(path) {
         Ok(text) => text,

@@ -180,7 +180,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 }
 
 /// (current RSS, peak RSS) in MiB.
-fn rss_mib(pid: u32) -> Result<(f64, f64)> {
+pub(crate) fn rss_mib(pid: u32) -> Result<(f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     let field = |name: &str| -> f64 {
@@ -428,24 +428,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
     let section = section(&args, &rows);
-    println!("{section}");
-    let out = match &args.out {
-        Some(p) if p.as_os_str() == "-" => return Ok(()),
-        Some(p) => p.clone(),
-        None => crate::workspace_root().join("docs").join("benchmarks.md"),
-    };
-    // Keep the file's header (written by the other benchmarks) as it is.
-    let existing = std::fs::read_to_string(&out).unwrap_or_default();
-    let header = match existing.find("\n## ") {
-        Some(i) => existing[..i].to_owned(),
-        None if !existing.trim().is_empty() => existing.clone(),
-        None => "# Benchmarks\n".to_owned(),
-    };
-    report::write_section(&out, &header, "Virtual nodes", &section)?;
-    eprintln!(
-        "bench: wrote the Virtual nodes section of {}",
-        out.display()
-    );
+    report::publish_section(args.out.as_deref(), "Virtual nodes", &section)?;
     Ok(())
 }
 

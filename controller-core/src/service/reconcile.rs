@@ -176,7 +176,7 @@ impl ServiceReconciler {
         self.shared.metrics.loadbalancer_syncs.inc();
         let nodes = targets.nodes();
         match lbs
-            .ensure_load_balancer(&self.ctx.cluster_name, svc, &nodes)
+            .ensure_load_balancer(&self.ctx.cluster_name, svc, nodes)
             .await
         {
             Ok(status) => {
@@ -240,7 +240,7 @@ impl ServiceReconciler {
         let nodes = targets.nodes();
         let started = Instant::now();
         let result = lbs
-            .update_load_balancer(&self.ctx.cluster_name, svc, &nodes)
+            .update_load_balancer(&self.ctx.cluster_name, svc, nodes)
             .await;
         self.shared
             .metrics

@@ -1,8 +1,7 @@
 //! Which Nodes back load balancers (exactly upstream's rules), and the loop that notices when that set changes.
 
-use std::collections::HashMap;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
@@ -48,54 +47,54 @@ fn parses_as_false(value: &str) -> bool {
     matches!(value, "0" | "f" | "F" | "false" | "FALSE" | "False")
 }
 
-/// What of a target Node a load balancer depends on: a change here means every load balancer needs an update.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct HostKey {
-    name: String,
-    provider_id: Option<String>,
-    /// `(type, address)` pairs, as the provider may register Nodes by address.
-    addresses: Vec<(String, String)>,
-}
-
-/// [`HostKey::of`], for the projection test.
-#[cfg(test)]
-pub(super) fn host_key(node: &Node) -> HostKey {
-    HostKey::of(node)
-}
-
-impl HostKey {
-    fn of(node: &Node) -> Self {
-        Self {
-            name: node.name_any(),
-            provider_id: node.spec.as_ref().and_then(|s| s.provider_id.clone()),
-            addresses: node
-                .status
-                .as_ref()
-                .and_then(|s| s.addresses.as_ref())
-                .map(|addrs| {
-                    addrs
-                        .iter()
-                        .map(|a| (a.type_.clone(), a.address.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
+/// Whether two versions of a target Node look the same to a load balancer: name, provider ID and addresses
+/// (`(type, address)` pairs, as a provider may register Nodes by address). Compared in place: nothing is copied.
+fn same_host(a: &Node, b: &Node) -> bool {
+    fn provider_id(n: &Node) -> Option<&str> {
+        n.spec.as_ref().and_then(|s| s.provider_id.as_deref())
     }
+    fn addresses(n: &Node) -> &[k8s_openapi::api::core::v1::NodeAddress] {
+        n.status
+            .as_ref()
+            .and_then(|s| s.addresses.as_deref())
+            .unwrap_or_default()
+    }
+    a.metadata.name == b.metadata.name
+        && provider_id(a) == provider_id(b)
+        && addresses(a).len() == addresses(b).len()
+        && addresses(a)
+            .iter()
+            .zip(addresses(b))
+            .all(|(x, y)| x.type_ == y.type_ && x.address == y.address)
 }
 
-/// One version of the target node set. `generation` grows by one whenever the set (or a [`HostKey`]) changes,
-/// so "same generation" means "same hosts".
+/// What of a target Node a load balancer depends on, for the projection test.
+#[cfg(test)]
+pub(super) fn host_key(node: &Node) -> impl std::fmt::Debug {
+    (
+        node.name_any(),
+        node.spec.as_ref().and_then(|s| s.provider_id.clone()),
+        node.status.as_ref().and_then(|s| s.addresses.clone()),
+    )
+}
+
+/// One version of the target node set. `generation` grows by one whenever the set (or a target's name, provider
+/// ID or addresses) changes, so "same generation" means "same hosts".
 #[derive(Debug, Default)]
 pub(super) struct TargetSet {
     pub(super) generation: u64,
+    /// Sorted by name; the cache's own objects, not copies.
     nodes: Vec<Arc<Node>>,
-    keys: Vec<HostKey>,
+    /// The same as the owned slice `LoadBalancers` takes: built once per set, on the first load balancer's ensure
+    /// (never in a cluster without load balancers), and shared by every ensure of this generation.
+    owned: OnceLock<Vec<Node>>,
 }
 
 impl TargetSet {
     /// The target Nodes, sorted by name, as the provider takes them.
-    pub(super) fn nodes(&self) -> Vec<Node> {
-        self.nodes.iter().map(|n| n.as_ref().clone()).collect()
+    pub(super) fn nodes(&self) -> &[Node] {
+        self.owned
+            .get_or_init(|| self.nodes.iter().map(|n| n.as_ref().clone()).collect())
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -104,68 +103,37 @@ impl TargetSet {
 
     /// The target Node names, sorted.
     pub(super) fn names(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|k| k.name.as_str())
+        self.nodes
+            .iter()
+            .map(|n| n.metadata.name.as_deref().unwrap_or_default())
     }
 }
 
-struct Entry {
-    resource_version: Option<String>,
-    /// `None` when the Node is not a target.
-    key: Option<HostKey>,
-    node: Arc<Node>,
-}
-
-/// Recomputes the target set from the Node cache; only Nodes whose resourceVersion moved are re-evaluated.
+/// Recomputes the target set from the Node cache. Holds only the current set: a recompute filters and sorts the
+/// cache's objects (shared, not copied) and compares them in place with the previous set, so a burst of Node
+/// changes costs no allocation per Node.
 #[derive(Default)]
 pub(super) struct TargetTracker {
-    entries: HashMap<String, Entry>,
     current: Arc<TargetSet>,
 }
 
 impl TargetTracker {
     /// Re-reads `nodes`; returns the new set if it differs from the previous one.
-    pub(super) fn recompute(&mut self, nodes: Vec<Arc<Node>>) -> Option<Arc<TargetSet>> {
-        let mut entries = HashMap::with_capacity(nodes.len());
-        for node in nodes {
-            let name = node.name_any();
-            let resource_version = node.resource_version();
-            let key = match self.entries.remove(&name) {
-                Some(old)
-                    if resource_version.is_some() && old.resource_version == resource_version =>
-                {
-                    old.key
-                }
-                _ => is_load_balancer_target(&node).then(|| HostKey::of(&node)),
-            };
-            entries.insert(
-                name,
-                Entry {
-                    resource_version,
-                    key,
-                    node,
-                },
-            );
-        }
-        self.entries = entries;
-
-        let mut targets: Vec<(&HostKey, &Arc<Node>)> = self
-            .entries
-            .values()
-            .filter_map(|e| e.key.as_ref().map(|k| (k, &e.node)))
-            .collect();
-        targets.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        let unchanged = targets.len() == self.current.keys.len()
-            && targets
+    pub(super) fn recompute(&mut self, mut nodes: Vec<Arc<Node>>) -> Option<Arc<TargetSet>> {
+        nodes.retain(|n| is_load_balancer_target(n));
+        nodes.sort_unstable_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let unchanged = nodes.len() == self.current.nodes.len()
+            && nodes
                 .iter()
-                .zip(&self.current.keys)
-                .all(|(new, old)| new.0 == old);
+                .zip(&self.current.nodes)
+                .all(|(new, old)| Arc::ptr_eq(new, old) || same_host(new, old));
         if unchanged {
             return None;
         }
         let set = Arc::new(TargetSet {
             generation: self.current.generation + 1,
-            nodes: targets.iter().map(|(_, n)| Arc::clone(n)).collect(),
-            keys: targets.into_iter().map(|(k, _)| k.clone()).collect(),
+            nodes,
+            owned: OnceLock::new(),
         });
         self.current = Arc::clone(&set);
         Some(set)
