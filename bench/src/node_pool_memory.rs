@@ -220,7 +220,7 @@ async fn measure(
 
 fn section(args: &Args, rows: &[Measured]) -> String {
     let mut s = format!(
-        "`{}` — finished {} UTC.\n\nThe node-pool-controller (provider-fake, one NodePool, `--leader-elect=false`) \
+        "## Node pools\n\n`{}` — finished {} UTC.\n\nThe node-pool-controller (provider-fake, one NodePool, `--leader-elect=false`) \
          caches every Pod of the cluster (the shared Pod cache, projected: see `controller-core/src/runtime/projection.rs`). \
          It runs once before any Pod exists and once with {} Pods as a Deployment, the scheduler and a kubelet \
          leave them (bound, Running, five conditions, a container status, env, probes, volumes); after {:?} the \
