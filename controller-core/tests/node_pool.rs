@@ -1,5 +1,5 @@
 //! The node-pool controller against a real kube-apiserver, kube-scheduler and kwok, with provider-fake's node
-//! groups as the cloud and test-support's `NodeJoiner` playing the kubelet of each launched machine.
+//! groups as the cloud and provider-fake's `MachineKubelets` playing the kubelet of each launched machine.
 //!
 //! The workloads are real Deployments: kube-controller-manager runs with only its deployment and replicaset
 //! controllers (nothing that overlaps the controllers under test, no node lifecycle).
@@ -7,7 +7,7 @@
 mod common;
 mod node_pool_env;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{Env, UNINITIALIZED, events_about, eventually};
@@ -15,9 +15,10 @@ use controller_core::cloud_node::{CloudNodeConfig, CloudNodeController};
 use controller_core::node_pool::{
     self, INITIALIZED_LABEL, NodePool, POOL_LABEL, UNREGISTERED_TAINT,
 };
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use provider_fake::{FakeInstanceState, Provisioning};
 
 use node_pool_env::*;
@@ -200,6 +201,21 @@ async fn twenty_pending_pods_get_exactly_the_nodes_they_need() {
     })
     .await;
     assert_eq!(live_members(&env).len(), 5);
+    // Each registration is an Event of its own (a series of one reason used to show only its first node).
+    let registered: BTreeSet<String> = pool_events(&env)
+        .await
+        .into_iter()
+        .filter(|(_, reason, _)| reason == "Registered")
+        .map(|(_, _, note)| note)
+        .collect();
+    for node in joiner.registered() {
+        assert!(
+            registered
+                .iter()
+                .any(|note| note.contains(&format!("for instance {node};"))),
+            "no Registered Event names {node}: {registered:#?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,8 +392,7 @@ async fn an_invalid_spec_is_reported_and_max_nodes_bounds_the_pool() {
         .unwrap_or_else(|e| panic!("{e}"));
     // Fixed with maxNodes 1: one node, four of the six 500m replicas on it, two left Pending and announced. The
     // announcement follows the number left out, which may pass through 1 while the scheduler is still marking the
-    // replicas unschedulable; kube-runtime's Recorder turns a repeated reason into a series of the first Event and
-    // keeps its note, so the note names 1 or 2.
+    // replicas unschedulable; each distinct note is an Event of its own, and the first found may name 1 or 2.
     let note = eventually(WAIT, "NotTriggerScaleUp", || {
         has_event(&env, "NotTriggerScaleUp")
     })
@@ -407,12 +422,103 @@ async fn an_invalid_spec_is_reported_and_max_nodes_bounds_the_pool() {
 
 /// The pool's `Valid` condition when it has `status`.
 async fn valid_condition(env: &Env, status: &str) -> Option<Condition> {
-    get_pool(env)
+    valid_condition_of(env, POOL, status).await
+}
+
+/// Pool `name`'s `Valid` condition when it has `status`.
+async fn valid_condition_of(env: &Env, name: &str, status: &str) -> Option<Condition> {
+    let pools: Api<NodePool> = Api::all(env.client());
+    pools
+        .get(name)
         .await
+        .ok()?
         .status?
         .conditions
         .into_iter()
         .find(|c| c.type_ == "Valid" && c.status == status)
+}
+
+/// A second pool naming a node group another pool already uses, and a pool naming a group the provider does not
+/// have: both `Valid=False` with their reason, checked once (not again on every Node change, which used to warn
+/// several times a second), and only the owner acts on the group's nodes (two pools used to relabel one Node back
+/// and forth forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_node_group_and_an_unknown_one_are_invalid_and_checked_once() {
+    let PoolEnv {
+        env,
+        metrics,
+        joiner: _joiner,
+    } = start(Duration::ZERO, true).await;
+    create_pool(&env, pool_spec()).await;
+    eventually(WAIT, "pool-a Valid=True", || valid_condition(&env, "True")).await;
+    let pools: Api<NodePool> = Api::all(env.client());
+    let mut unknown = pool_spec();
+    unknown.node_group = "no-such-group".into();
+    for (name, spec) in [("pool-b", pool_spec()), ("pool-c", unknown)] {
+        pools
+            .create(&PostParams::default(), &NodePool::new(name, spec))
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    }
+    let b = eventually(WAIT, "pool-b Valid=False", || {
+        valid_condition_of(&env, "pool-b", "False")
+    })
+    .await;
+    assert_eq!(b.reason, "NodeGroupInUse", "{b:?}");
+    assert!(b.message.contains("pool-a"), "{b:?}");
+    let c = eventually(WAIT, "pool-c Valid=False", || {
+        valid_condition_of(&env, "pool-c", "False")
+    })
+    .await;
+    assert_eq!(c.reason, "NodeGroupNotFound", "{c:?}");
+    assert!(c.message.contains("no-such-group"), "{c:?}");
+    let warned = events_about(&env, "pool-c").await;
+    assert!(
+        warned.iter().any(|(t, r, n)| t == "Warning"
+            && r == "InvalidNodePool"
+            && n.contains("no-such-group")),
+        "{warned:?}"
+    );
+
+    // Nodes come and go (pool-a launches for a Deployment): the invalid pools are not checked on each change.
+    let checks = || {
+        (
+            metrics.decision_count("pool-b", "invalid_spec"),
+            metrics.decision_count("pool-c", "invalid_spec"),
+        )
+    };
+    let before = checks();
+    let since = std::time::Instant::now();
+    deploy(&env, "web", 6).await;
+    eventually(WAIT, "6 replicas Running", || all_running(&env, "web", 6)).await;
+    let after = checks();
+    // At most one re-check per resync interval (30 s) each; before the fix, dozens.
+    let allowed = since.elapsed().as_secs() / 30 + 1;
+    assert!(
+        after.0 - before.0 <= allowed && after.1 - before.1 <= allowed,
+        "re-checked {:?} → {after:?} in {:?}",
+        before,
+        since.elapsed()
+    );
+    // Only pool-a owns the nodes: each carries its pool label, and pool-b reports none.
+    let nodes: Api<Node> = Api::all(env.client());
+    let labelled: Vec<String> = nodes
+        .list(&Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .items
+        .iter()
+        .filter_map(|n| n.labels().get(POOL_LABEL).cloned())
+        .collect();
+    assert_eq!(labelled.len(), live_members(&env).len(), "{labelled:?}");
+    assert!(labelled.iter().all(|p| p == POOL), "{labelled:?}");
+    let b_nodes = pools
+        .get("pool-b")
+        .await
+        .ok()
+        .and_then(|p| p.status)
+        .map_or(0, |s| s.nodes.len());
+    assert_eq!(b_nodes, 0);
 }
 
 /// Two replicas, 20 pending pods, the leader killed (its task aborted: no Lease release, no further call) while the

@@ -312,6 +312,8 @@ struct PoolMemory {
     left_out_at_max: Option<usize>,
     /// The pool's node shape, for the tie-break between pools.
     shape: Option<scale_up::NodeShape>,
+    /// The generation last rejected as invalid, and when (see `PoolReconciler::reject`).
+    invalid: Option<(Option<i64>, tokio::time::Instant)>,
 }
 
 #[derive(Debug)]

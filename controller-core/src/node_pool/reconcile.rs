@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudprovider_api::{CloudError, CloudInstance, NodeGroups, node_provider_id};
+use cloudprovider_api::{CloudInstance, NodeGroups, node_provider_id};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -46,18 +46,6 @@ fn is_conflict(e: &kube::Error) -> bool {
 
 fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.is_not_found())
-}
-
-/// A provider error about the pool's group; an unknown group is the user's to fix.
-pub(super) fn group_error(op: &'static str, group: &str, e: CloudError) -> ReconcileError {
-    if e.is_not_found() {
-        ReconcileError::invalid(
-            "spec.nodeGroup",
-            format!("the provider has no node group {group:?}"),
-        )
-    } else {
-        ReconcileError::cloud(op, e)
-    }
 }
 
 impl PoolReconciler {

@@ -42,11 +42,24 @@ fn condition(
     }
 }
 
-/// The status of a pool whose spec is invalid: the previous counts and nodes, `Valid=False` naming the field.
-pub(crate) fn invalid(pool: &NodePool, error: &SpecError, now: Timestamp) -> NodePoolStatus {
+/// Reason of `Valid=False`: a field the schema accepts but the controller cannot use.
+pub(crate) const INVALID_SPEC: &str = "InvalidSpec";
+/// Reason of `Valid=False`: the provider has no such node group.
+pub(crate) const NODE_GROUP_NOT_FOUND: &str = "NodeGroupNotFound";
+/// Reason of `Valid=False`: an older pool already uses the node group.
+pub(crate) const NODE_GROUP_IN_USE: &str = "NodeGroupInUse";
+
+/// The status of a pool whose spec is invalid: the previous counts and nodes, `Valid=False` with `reason` naming
+/// the field.
+pub(crate) fn invalid(
+    pool: &NodePool,
+    error: &SpecError,
+    reason: &str,
+    now: Timestamp,
+) -> NodePoolStatus {
     let mut status = pool.status.clone().unwrap_or_default();
     status.observed_generation = pool.metadata.generation;
-    let valid = condition(pool, VALID, false, "InvalidSpec", error.to_string(), now);
+    let valid = condition(pool, VALID, false, reason, error.to_string(), now);
     status.conditions.retain(|c| c.type_ != VALID);
     status.conditions.insert(0, valid);
     status
@@ -147,7 +160,7 @@ mod tests {
             field: "spec.minNodes".into(),
             message: "too big".into(),
         };
-        let inv = invalid(&pool, &bad, later);
+        let inv = invalid(&pool, &bad, INVALID_SPEC, later);
         let valid = inv.conditions.iter().find(|c| c.type_ == VALID);
         assert!(valid.is_some_and(|c| c.status == "False" && c.message.contains("spec.minNodes")));
         assert_eq!(inv.ready_nodes, 1);

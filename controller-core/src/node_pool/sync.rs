@@ -4,16 +4,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use cloudprovider_api::{CloudInstance, CloudInstanceState, NodeGroups, Unsupported};
+use std::time::Duration;
+
+use cloudprovider_api::{CloudError, CloudInstance, CloudInstanceState, NodeGroups, Unsupported};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::crd::{NodePool, PoolNodeStatus, ScalingDecision};
+use super::crd::{NodePool, PoolNodeStatus, ScalingDecision, SpecError};
 use super::lifecycle::{Member, Phase, blocks_removal, bound_node};
-use super::reconcile::{NextLook, decision, entry, free_room, group_error, pod_key};
+use super::reconcile::{NextLook, decision, entry, free_room, pod_key};
 use super::resources::{Resources, pod_requests};
 use super::scale_up::{NodeShape, Plan as Placement, fits_shape, is_unschedulable, plan};
 use super::status::{self, Observed};
@@ -45,6 +47,9 @@ struct PodView<'p> {
 impl PoolReconciler {
     /// Spec check, then one [`Round`] of cleanup, registration, scale up, scale down and status.
     pub(super) async fn sync(&self, pool: &NodePool) -> Result<Action, ReconcileError> {
+        if let Some(wait) = self.still_invalid(pool) {
+            return Ok(Action::requeue(wait));
+        }
         self.check_spec(pool).await?;
         if !self.caches_ready() {
             return Ok(Action::requeue(self.config.poll_interval));
@@ -65,16 +70,78 @@ impl PoolReconciler {
         self.status_step(round, &live, &removed).await
     }
 
-    /// Step 1: what the schema cannot say. An invalid spec is reported in the status and as a Warning Event.
+    /// Step 1: what the schema cannot say, and whether the node group is this pool's: a node group belongs to
+    /// one pool, the oldest that names it (by creation time, then name), so two pools never act on the same
+    /// instances and Nodes. An invalid spec is reported in the status and as a Warning Event.
     async fn check_spec(&self, pool: &NodePool) -> Result<(), ReconcileError> {
         if let Err(e) = pool.spec.validate() {
-            let name = pool.name_any();
-            self.metrics.decision(&name, "invalid_spec", 0);
-            self.write_status(pool, status::invalid(pool, &e, status::now()))
-                .await?;
-            return Err(ReconcileError::invalid(e.field, e.message));
+            return Err(self.reject(pool, e, status::INVALID_SPEC).await);
+        }
+        if let Some(owner) = self.group_owner(pool) {
+            let e = SpecError::new(
+                "spec.nodeGroup",
+                format!(
+                    "node group {:?} is already used by NodePool {owner:?}; a node group belongs to one pool \
+                     (the oldest), so this one launches and removes nothing",
+                    pool.spec.node_group
+                ),
+            );
+            return Err(self.reject(pool, e, status::NODE_GROUP_IN_USE).await);
         }
         Ok(())
+    }
+
+    /// The older pool that owns this pool's node group, if it is not this one.
+    fn group_owner(&self, pool: &NodePool) -> Option<String> {
+        let age = |p: &NodePool| {
+            (
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                p.name_any(),
+            )
+        };
+        let mine = age(pool);
+        self.pools
+            .state()
+            .iter()
+            .filter(|p| {
+                p.spec.node_group == pool.spec.node_group
+                    && p.metadata.deletion_timestamp.is_none()
+                    && p.name_any() != mine.1
+            })
+            .map(|p| age(p))
+            .filter(|other| *other < mine)
+            .min()
+            .map(|(_, name)| name)
+    }
+
+    /// Reports `error`: `Valid=False` with `reason` in the status, the `invalid_spec` decision metric, and (through
+    /// the returned error) one Warning Event and log line. Remembered, so the pool is not checked again (nor
+    /// warned about) until its spec changes or the resync interval passes: every Node and Pod change re-runs every
+    /// pool, and an invalid one used to warn several times a second.
+    async fn reject(&self, pool: &NodePool, error: SpecError, reason: &str) -> ReconcileError {
+        let name = pool.name_any();
+        self.metrics.decision(&name, "invalid_spec", 0);
+        if let Err(e) = self
+            .write_status(pool, status::invalid(pool, &error, reason, status::now()))
+            .await
+        {
+            return e;
+        }
+        self.with_memory(&name, |m| {
+            m.invalid = Some((pool.metadata.generation, tokio::time::Instant::now()));
+        });
+        ReconcileError::invalid(error.field, error.message)
+    }
+
+    /// How long a pool rejected before stays rejected without a look: until the resync interval has passed since,
+    /// unless its spec changed (a new generation).
+    fn still_invalid(&self, pool: &NodePool) -> Option<Duration> {
+        let resync = self.config.resync_interval;
+        self.with_memory(&pool.name_any(), |m| {
+            let (generation, since) = m.invalid?;
+            let age = since.elapsed();
+            (generation == pool.metadata.generation && age < resync).then(|| resync - age)
+        })
     }
 
     /// The group's instances and template node, read once per reconcile.
@@ -83,16 +150,19 @@ impl PoolReconciler {
         // The manager starts this controller only for providers with node groups.
         let groups = self.provider.node_groups().unwrap_or(&Unsupported);
         let group = pool.spec.node_group.as_str();
-        let instances = groups
-            .instances(group)
-            .await
-            .map_err(|e| group_error("NodeGroupInstances", group, e))?;
-        let template = groups
-            .template_node(group)
-            .await
-            .map_err(|e| group_error("TemplateNode", group, e))?;
+        let instances = match groups.instances(group).await {
+            Ok(instances) => instances,
+            Err(e) => return Err(self.group_error(pool, "NodeGroupInstances", e).await),
+        };
+        let template = match groups.template_node(group).await {
+            Ok(template) => template,
+            Err(e) => return Err(self.group_error(pool, "TemplateNode", e).await),
+        };
         let shape = NodeShape::for_pool(&template, &pool.spec, &name);
-        self.with_memory(&name, |m| m.shape = Some(shape.clone()));
+        self.with_memory(&name, |m| {
+            m.shape = Some(shape.clone());
+            m.invalid = None;
+        });
         Ok(Round {
             pool,
             name,
@@ -105,6 +175,23 @@ impl PoolReconciler {
             scale_up: None,
             scale_down: None,
         })
+    }
+
+    /// A provider error about the pool's group: an unknown group is the user's to fix (`Valid=False`), anything
+    /// else the cloud's (retried).
+    async fn group_error(
+        &self,
+        pool: &NodePool,
+        op: &'static str,
+        e: CloudError,
+    ) -> ReconcileError {
+        if e.is_not_found() {
+            let message = format!("the provider has no node group {:?}", pool.spec.node_group);
+            let e = SpecError::new("spec.nodeGroup", message);
+            self.reject(pool, e, status::NODE_GROUP_NOT_FOUND).await
+        } else {
+            ReconcileError::cloud(op, e)
+        }
     }
 
     /// Step 2: failed and timed-out instances are removed; returns the live members (not failed, not deleting).

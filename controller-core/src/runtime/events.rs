@@ -97,8 +97,8 @@ impl EventPublisher {
         let event = Event {
             type_,
             reason: reason.to_owned(),
+            action: series_action(reason, &note),
             note: Some(truncate_note(note)),
-            action: reason.to_owned(),
             secondary: None,
         };
         let queued = Queued {
@@ -136,6 +136,18 @@ impl EventPublisher {
     }
 }
 
+/// The Event's `action`, which kube-runtime's recorder keys its Event series on (with the type, the reason and the
+/// object). client-go counts an Event again only when its message is the same; keyed on the reason alone, a series
+/// shows its first note only (`Registered (x4) … workers-1` although workers-2 to -4 registered too). So the action
+/// is the reason plus a digest of the note: the same note again extends a series, another note is an Event of its
+/// own. (`kubectl describe` does not show the action.)
+fn series_action(reason: &str, note: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    note.hash(&mut digest);
+    format!("{reason}-{:016x}", digest.finish())
+}
+
 /// Sends queued Events one at a time, in order, until every publisher is gone.
 async fn send_events(recorder: Recorder, mut receiver: mpsc::Receiver<Queued>) {
     while let Some(Queued { event, regarding }) = receiver.recv().await {
@@ -166,6 +178,14 @@ fn truncate_note(mut note: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_note_same_series_other_note_other_event() {
+        let a = series_action("Registered", "Node workers-1 registered");
+        assert_eq!(a, series_action("Registered", "Node workers-1 registered"));
+        assert_ne!(a, series_action("Registered", "Node workers-2 registered"));
+        assert!(a.starts_with("Registered-") && a.len() <= 128, "{a}");
+    }
 
     #[test]
     fn long_notes_are_cut_on_a_char_boundary() {
