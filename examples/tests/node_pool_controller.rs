@@ -95,3 +95,175 @@ async fn fails_without_its_crd_and_leads_its_own_lease_with_it() {
         "{log}"
     );
 }
+
+/// The on-demand flow of docs/local-cluster.md, with the binaries: the cloud-controller-manager runs `node-pool`
+/// beside its own controllers, and the fake cloud's machine kubelets (`kubelets: {registerNodes: true}`) register
+/// the launched instances. A Deployment selecting the pool gets nodes launched, registered, initialized by the
+/// CCM's cloud-node controller and running its pods; scaled to zero, the nodes are removed with their instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ccm_runs_node_pools_on_machines_that_register_themselves() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::api::{ListParams, Patch, PatchParams};
+    use test_support::KwokOptions;
+
+    const CCM: &str = env!("CARGO_BIN_EXE_cloud-controller-manager");
+    let cp = ControlPlane::builder()
+        .scheduler(true)
+        .controller_manager(["deployment-controller", "replicaset-controller"])
+        .kwok(KwokOptions::default())
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("control plane: {e}"));
+    let crds: Api<CustomResourceDefinition> = Api::all(cp.client());
+    let crd = <controller_core::node_pool::NodePool as kube::CustomResourceExt>::crd();
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .unwrap_or_else(|e| panic!("create CRD: {e}"));
+    let pools: Api<controller_core::node_pool::NodePool> = Api::all(cp.client());
+    eventually(
+        Duration::from_secs(30),
+        "the NodePool CRD served",
+        async || pools.list(&ListParams::default()).await.ok().map(|_| ()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("fake.yaml");
+    std::fs::write(
+        &config,
+        "nodeGroups:\n\
+         - id: workers\n  maxSize: 10\n  provisionDelayMs: 500\n\
+         \x20 template: {instanceType: fake.large, cpu: \"2\", memory: 4Gi, labels: {hardware: standard}}\n\
+         kubelets:\n  registerNodes: true\n\
+         \x20 registerWithTaints: [{key: kube-cloud-rs.dev/unregistered, effect: NoExecute}]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ccm = tokio::process::Command::new(CCM)
+        .args([
+            "--cloud-provider=fake".to_owned(),
+            format!("--cloud-config={}", config.display()),
+            format!("--kubeconfig={}", cp.kubeconfig_path().display()),
+            "--controllers=*,node-pool".to_owned(),
+            "--leader-elect=false".to_owned(),
+            "--secure-port=0".to_owned(),
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start the CCM: {e}"));
+
+    let pool: controller_core::node_pool::NodePool = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kube-cloud-rs.dev/v1alpha1", "kind": "NodePool",
+        "metadata": {"name": "web"},
+        "spec": {"nodeGroup": "workers", "maxNodes": 5, "emptyNodeDelaySeconds": 1}
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    pools
+        .create(&PostParams::default(), &pool)
+        .await
+        .unwrap_or_else(|e| panic!("create NodePool: {e}"));
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 6,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "nodeSelector": {"kube-cloud-rs.dev/nodepool": "web"},
+                    "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+                                    "resources": {"requests": {"cpu": "500m"}}}]
+                }
+            }
+        }
+    }))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let deployments: Api<Deployment> = Api::namespaced(cp.client(), "default");
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap_or_else(|e| panic!("create Deployment: {e}"));
+
+    // 6 × 500m on 2-CPU nodes: two nodes, registered by the machines, initialized by the CCM, running the pods.
+    let pods: Api<Pod> = Api::namespaced(cp.client(), "default");
+    let nodes: Api<Node> = Api::all(cp.client());
+    let hosts = eventually(Duration::from_secs(120), "6 pods Running", async || {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
+        let running = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        let hosts: std::collections::BTreeSet<String> = running
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect();
+        (list.items.len() == 6
+            && list
+                .items
+                .iter()
+                .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")))
+        .then_some(hosts)
+    })
+    .await;
+    assert_eq!(hosts.len(), 2, "{hosts:?}");
+    for host in &hosts {
+        let node = nodes
+            .get(host)
+            .await
+            .unwrap_or_else(|e| panic!("get {host}: {e}"));
+        let spec = node.spec.clone().unwrap_or_default();
+        assert!(
+            spec.provider_id
+                .as_deref()
+                .is_some_and(|p| p.starts_with("fake://workers-")),
+            "{spec:?}"
+        );
+        let taints: Vec<String> = spec
+            .taints
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.key)
+            .collect();
+        assert!(
+            !taints
+                .iter()
+                .any(|k| k.contains("uninitialized") || k.contains("unregistered")),
+            "{taints:?}"
+        );
+        let labels = node.metadata.labels.unwrap_or_default();
+        assert_eq!(
+            labels
+                .get("node.kubernetes.io/instance-type")
+                .map(String::as_str),
+            Some("fake.large"),
+            "initialized by the CCM: {labels:?}"
+        );
+        assert_eq!(
+            labels.get("kube-cloud-rs.dev/nodepool").map(String::as_str),
+            Some("web")
+        );
+    }
+
+    // Scaled to zero, the empty nodes go away.
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("scale: {e}"));
+    eventually(
+        Duration::from_secs(120),
+        "the pool's nodes removed",
+        async || {
+            let left = nodes.list(&ListParams::default()).await.ok()?;
+            left.items
+                .iter()
+                .all(|n| !hosts.contains(&n.metadata.name.clone().unwrap_or_default()))
+                .then_some(())
+        },
+    )
+    .await;
+}

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cloudprovider_api::{
-    Capability, CloudProvider, CloudResult, Clusters, Instances, LoadBalancers, NodeGroups, Routes,
-    Zones, default_load_balancer_name,
+    Capability, CloudError, CloudProvider, CloudResult, Clusters, Instances, LoadBalancers,
+    NodeGroups, Routes, Zones, default_load_balancer_name,
 };
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
@@ -20,6 +20,7 @@ use crate::calls::{CallLog, CallOutcome};
 use crate::config::FakeConfig;
 use crate::error::FakeError;
 use crate::faults::Faults;
+use crate::kubelets::{KubeletOptions, MachineKubelets};
 use crate::local_lb::LocalLoadBalancers;
 use crate::method::Method;
 use crate::metrics::FakeApiMetrics;
@@ -53,6 +54,8 @@ pub(crate) struct Settings {
     pub(crate) clusters: Vec<String>,
     pub(crate) master_address: String,
     pub(crate) has_cluster_id: bool,
+    /// The machine kubelets the config asks for ([`FakeConfig::kubelets`]), started by `initialize`.
+    pub(crate) kubelets: Option<KubeletOptions>,
 }
 
 pub(crate) struct Inner {
@@ -67,6 +70,8 @@ pub(crate) struct Inner {
     /// The listeners started because the config asked for them ([`FakeConfig::local_load_balancers`]); they
     /// close when the cloud is dropped.
     local_lbs: Mutex<Option<LocalLoadBalancers>>,
+    /// The machine kubelets started by `initialize`; they stop when the cloud is dropped.
+    kubelets: Mutex<Option<MachineKubelets>>,
 }
 
 /// The in-memory cloud. Cloning is cheap and every clone is the same cloud.
@@ -175,6 +180,7 @@ impl FakeCloud {
                     clusters: config.clusters,
                     master_address: config.master_address,
                     has_cluster_id: config.has_cluster_id,
+                    kubelets: config.kubelets.options(),
                 },
                 capabilities,
                 auto_create: AtomicBool::new(config.auto_create_instances),
@@ -184,6 +190,7 @@ impl FakeCloud {
                 metrics: FakeApiMetrics::default(),
                 lb_changes: watch::Sender::new(Vec::new()),
                 local_lbs: Mutex::new(None),
+                kubelets: Mutex::new(None),
             }),
         }
     }
@@ -348,6 +355,27 @@ impl FakeCloud {
         Ok(())
     }
 
+    /// Starts the machine kubelets [`FakeConfig::kubelets`] asks for (once: a second `initialize` keeps the
+    /// running ones). They hold the cloud weakly, so dropping its last clone stops them.
+    fn start_configured_kubelets(&self, client: &kube::Client) -> CloudResult<()> {
+        let Some(options) = self.inner.settings.kubelets.clone() else {
+            return Ok(());
+        };
+        let mut running = lock(&self.inner.kubelets);
+        if running.is_some() {
+            return Ok(());
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let source = Box::new(move || {
+            weak.upgrade()
+                .map(|inner| Arc::new(FakeCloud { inner }) as Arc<dyn CloudProvider>)
+        });
+        let kubelets = MachineKubelets::start_from(client.clone(), source, options)
+            .map_err(|e| CloudError::invalid_input("kubelets.registerNodes", e.to_string()))?;
+        *running = Some(kubelets);
+        Ok(())
+    }
+
     /// The addresses the local load balancers started from the config listen on, each with its Service
     /// (`namespace/name`); empty when they are off.
     pub fn local_load_balancer_listeners(
@@ -430,9 +458,10 @@ impl CloudProvider for FakeCloud {
         &self.inner.settings.name
     }
 
-    async fn initialize(&self, _ctx: &cloudprovider_api::InitContext) -> CloudResult<()> {
+    async fn initialize(&self, ctx: &cloudprovider_api::InitContext) -> CloudResult<()> {
         self.call(Method::Initialize, String::new(), |_, _| Ok(()))
-            .await
+            .await?;
+        self.start_configured_kubelets(ctx.client())
     }
 
     fn instances(&self) -> Option<&dyn Instances> {

@@ -11,6 +11,7 @@ use crate::PROVIDER_NAME;
 use crate::cloud::FakeCloud;
 use crate::error::FakeError;
 use crate::faults::RateLimit;
+use crate::kubelets::KubeletConfig;
 use crate::method::Method;
 use crate::state::instances::{FakeInstance, host_count};
 use crate::state::node_group_spec::{MAX_DELAY_MS, MAX_LIST_LEN, NodeGroupSpec};
@@ -129,6 +130,9 @@ pub struct FakeConfig {
     /// backend nodes' address and NodePort (see [`FakeCloud::start_local_load_balancers`]). Needs a loopback
     /// `loadBalancerIpPool` such as `127.0.100.0/24`. Default false.
     pub local_load_balancers: bool,
+    /// The machines' kubelets: with `registerNodes: true` every node-group instance that reaches `Running`
+    /// registers its Node (see [`KubeletConfig`] and [`MachineKubelets`](crate::MachineKubelets)).
+    pub kubelets: KubeletConfig,
 }
 
 impl Default for FakeConfig {
@@ -152,6 +156,7 @@ impl Default for FakeConfig {
             rate_limit: None,
             call_log_capacity: 100_000,
             local_load_balancers: false,
+            kubelets: KubeletConfig::default(),
         }
     }
 }
@@ -198,6 +203,8 @@ impl FakeConfig {
         for (i, group) in self.node_groups.iter().enumerate() {
             group.validate(&format!("nodeGroups[{i}]"))?;
         }
+        let group_ids: Vec<&str> = self.node_groups.iter().map(|g| g.id.as_str()).collect();
+        self.kubelets.validate(&group_ids)?;
         let initial: u64 = self
             .node_groups
             .iter()

@@ -17,8 +17,8 @@ pub enum FakeError {
         /// What is wrong with it.
         message: String,
     },
-    /// Local load balancers were asked for outside a Tokio runtime.
-    #[error("local load balancers need a Tokio runtime")]
+    /// Local load balancers or machine kubelets were asked for outside a Tokio runtime.
+    #[error("local load balancers and machine kubelets need a Tokio runtime")]
     NoRuntime,
     /// An instance with this name or provider ID already exists and is not terminated.
     #[error("instance {0:?} already exists")]

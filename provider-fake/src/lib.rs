@@ -87,6 +87,7 @@ mod cloud;
 mod config;
 mod error;
 mod faults;
+mod kubelets;
 mod local_lb;
 mod method;
 mod metrics;
@@ -103,6 +104,10 @@ pub use config::{
 };
 pub use error::FakeError;
 pub use faults::{FaultKind, RateLimit};
+pub use kubelets::{
+    KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE, KubeletConfig, KubeletOptions, MachineKubelets,
+    UNINITIALIZED_TAINT,
+};
 pub use local_lb::LocalLoadBalancers;
 pub use method::{Method, UnknownMethod};
 pub use pods::{FakeVirtualNode, PodBehaviour};

@@ -40,7 +40,6 @@
 mod aws_faults;
 mod control_plane;
 mod error;
-mod joiner;
 mod moto;
 mod net;
 mod node;
@@ -54,7 +53,6 @@ pub use control_plane::{
     Component, ControlPlane, ControlPlaneBuilder, KwokNodes, KwokOptions, kwok_node,
 };
 pub use error::Error;
-pub use joiner::{JoinerOptions, NodeJoiner};
 pub use moto::Moto;
 pub use node::{NodeBuilder, UNINITIALIZED_TAINT};
 pub use poll::{POLL_INTERVAL, eventually, eventually_every};

@@ -23,8 +23,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResourceExt;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use lease_election::{LeaderElector, LeaseConfig};
-use provider_fake::{FakeCloud, FakeInstanceState, NodeGroupSpec, NodeTemplate};
-use test_support::{ControlPlane, JoinerOptions, KwokOptions, NodeJoiner};
+use provider_fake::{
+    FakeCloud, FakeInstanceState, KubeletOptions, MachineKubelets, NodeGroupSpec, NodeTemplate,
+};
+use test_support::{ControlPlane, KwokOptions};
 
 use crate::common::{Env, events_about, eventually};
 
@@ -34,7 +36,7 @@ pub const WAIT: Duration = Duration::from_secs(90);
 
 pub struct PoolEnv {
     pub env: Env,
-    pub joiner: NodeJoiner,
+    pub joiner: MachineKubelets,
     pub metrics: NodePoolMetrics,
 }
 
@@ -69,13 +71,16 @@ pub async fn cluster(provision_delay: Duration) -> Env {
     env
 }
 
-/// A joiner registering the group's running instances, as their kubelets would.
-pub fn joiner(env: &Env) -> NodeJoiner {
-    NodeJoiner::start(
+/// The kubelets of the group's machines: each running instance registers its Node.
+pub fn joiner(env: &Env) -> MachineKubelets {
+    MachineKubelets::start(
         env.client(),
         env.ctx.provider.clone(),
-        JoinerOptions::new(GROUP).register_with_taint(UNREGISTERED_TAINT, "NoExecute"),
+        KubeletOptions::new()
+            .group(GROUP)
+            .register_with_taint(UNREGISTERED_TAINT, "NoExecute"),
     )
+    .unwrap_or_else(|e| panic!("machine kubelets: {e}"))
 }
 
 /// [`cluster`] with the node-pool controller, optionally the cloud-node controller, and a [`joiner`].

@@ -11,8 +11,9 @@
 //! `node-pool` is on by default; `cloud-node` (for clusters without a cloud-controller-manager) and every other
 //! built-in controller can be added with `--controllers`. With the fake provider, node groups come from
 //! `--cloud-config` (`nodeGroups: [{id: workers, maxSize: 10, template: {cpu: "2", memory: 4Gi}}]`). Something
-//! must register the Nodes of launched instances (a kubelet on a real machine; `test_support::NodeJoiner` with
-//! kwok locally). Run two replicas for availability: only the Lease holder launches instances.
+//! must register the Nodes of launched instances: a kubelet on a real machine; with the fake provider its
+//! `kubelets: {registerNodes: true}` setting, with kwok playing the rest of the kubelet (docs/local-cluster.md).
+//! Run two replicas for availability: only the Lease holder launches instances.
 
 use std::process::ExitCode;
 
