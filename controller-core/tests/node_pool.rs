@@ -107,6 +107,19 @@ async fn pending_pods_bring_up_initialized_nodes_and_idle_nodes_go_away() {
     for reason in ["TriggeredScaleUp", "Registered", "Initialized"] {
         eventually(WAIT, reason, || has_event(&env, reason)).await;
     }
+    // Registered once: the later write adding the initialized label is no second registration (it used to
+    // show as `Registered (x2)`).
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(env.client());
+    let registered: Vec<_> = events
+        .list(&Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Registered"))
+        .collect();
+    assert_eq!(registered.len(), 1, "{registered:#?}");
+    assert!(registered[0].series.is_none(), "{registered:#?}");
     assert_eq!(metrics.decision_count(POOL, "scale_up"), 1);
 
     // Scale to 0: the node empties, and after the delay it is cordoned, deleted, and its instance terminated.

@@ -26,6 +26,24 @@ pub const INITIALIZED_LABEL: &str = "kube-cloud-rs.dev/initialized";
 /// short window in which pods not tolerating the pool's taints could be scheduled.
 pub const UNREGISTERED_TAINT: &str = "kube-cloud-rs.dev/unregistered";
 
+/// Kubernetes' OpenAPI knows the integer formats `int32` and `int64`, not schemars' `uint32`/`uint64`/`uint`:
+/// with those the apiserver warns `unrecognized format "uint32"` on every `kubectl apply` of the CRD. Every
+/// unsigned 32-bit value fits `int64` (the `minimum: 0` schemars writes stays); wider unsigned formats are dropped.
+fn kubernetes_integer_formats(schema: &mut schemars::Schema) {
+    if let Some(format) = schema.get("format").and_then(|f| f.as_str()) {
+        match format {
+            "uint8" | "uint16" | "uint32" => {
+                schema.insert("format".into(), "int64".into());
+            }
+            "uint" | "uint64" | "uint128" => {
+                schema.remove("format");
+            }
+            _ => {}
+        }
+    }
+    schemars::transform::transform_subschemas(&mut kubernetes_integer_formats, schema);
+}
+
 /// On-demand nodes from one provider node group: launched when pending pods would fit them, removed when empty.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
@@ -45,6 +63,7 @@ pub const UNREGISTERED_TAINT: &str = "kube-cloud-rs.dev/unregistered";
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = kubernetes_integer_formats)]
 pub struct NodePoolSpec {
     /// The provider's node group (instance template) the pool launches from; its template node gives the
     /// capacity, labels and taints new nodes start with.
@@ -194,6 +213,7 @@ impl SpecError {
 /// What the controller observed and decided.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = kubernetes_integer_formats)]
 pub struct NodePoolStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -271,6 +291,20 @@ mod tests {
             .as_deref()
             .unwrap_or_default();
         assert!(columns.iter().any(|c| c.name == "Ready"));
+    }
+
+    #[test]
+    fn crd_uses_only_integer_formats_kubernetes_knows() {
+        let text = serde_json::to_string(&NodePool::crd()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !text.contains("\"uint"),
+            "schemars' unsigned formats left in the CRD"
+        );
+        assert!(text.contains("\"int64\""), "the u32 fields say int64");
+        assert!(
+            text.contains("\"minimum\":0"),
+            "and keep their minimum of 0"
+        );
     }
 
     #[test]

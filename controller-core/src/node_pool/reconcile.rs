@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::crd::{NodePool, PoolNodeStatus, ScalingDecision};
+use super::crd::{NodePool, POOL_LABEL, PoolNodeStatus, ScalingDecision};
 use super::lifecycle::{
     Failure, Member, Phase, accepts_pods, blocks_removal, elapsed, registration_patch,
 };
@@ -180,11 +180,15 @@ impl PoolReconciler {
         let Some(patch) = registration_patch(node, &pool.name_any(), &pool.spec) else {
             return Ok(());
         };
+        // The same patch later adds the initialized label: only the first write, which labels the Node for the
+        // pool, is its registration.
+        let first = node.labels().get(POOL_LABEL) != Some(&pool.name_any());
         let nodes: Api<Node> = Api::all(self.client.clone());
         match nodes
             .patch(&node.name_any(), &patch_params(), &Patch::Merge(&patch))
             .await
         {
+            Ok(_) if !first => Ok(()),
             Ok(_) => {
                 info!(node = node.name_any(), provider_id = %member.provider_id, "node registered");
                 self.events.normal(
