@@ -1,8 +1,8 @@
 //! The node-pool controller against a real kube-apiserver, kube-scheduler and kwok, with provider-fake's node
 //! groups as the cloud and provider-fake's `MachineKubelets` playing the kubelet of each launched machine.
 //!
-//! The workloads are real Deployments: kube-controller-manager runs with only its deployment and replicaset
-//! controllers (nothing that overlaps the controllers under test, no node lifecycle).
+//! The workloads are real Deployments: kube-controller-manager runs with only its deployment, replicaset and
+//! disruption controllers (nothing that overlaps the controllers under test, no node lifecycle).
 
 mod common;
 mod node_pool_env;

@@ -94,7 +94,26 @@ pub struct NodePoolSpec {
     /// `Ready=True`), else the Node and its instance are deleted.
     #[serde(default = "default_initialization_timeout")]
     pub initialization_timeout_seconds: u32,
+    /// What deleting the pool does with its nodes; default `Delete`.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
 }
+
+/// What happens to a pool's nodes when the pool is deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Drain every node of the pool (pods evicted through the Eviction API, PodDisruptionBudgets respected,
+    /// blocked evictions retried, never forced), then delete the Nodes and their instances; the pool object goes
+    /// once none is left (finalizer [`TERMINATION_FINALIZER`]).
+    #[default]
+    Delete,
+    /// Leave the nodes and their instances as they are; the pool object goes at once.
+    Orphan,
+}
+
+/// The finalizer that keeps a deleted pool until its nodes are drained and removed (Karpenter:
+/// `karpenter.sh/termination`).
+pub const TERMINATION_FINALIZER: &str = "kube-cloud-rs.dev/termination";
 
 fn default_empty_node_delay() -> u32 {
     30
@@ -122,6 +141,7 @@ impl NodePoolSpec {
             launch_timeout_seconds: default_launch_timeout(),
             registration_timeout_seconds: default_registration_timeout(),
             initialization_timeout_seconds: default_initialization_timeout(),
+            deletion_policy: DeletionPolicy::Delete,
         }
     }
 

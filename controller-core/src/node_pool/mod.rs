@@ -6,6 +6,8 @@
 //! Each reconcile of a pool, from one snapshot (the pool, its group's instances and template node, the shared
 //! Node cache, a Pod cache):
 //!
+//! 0. **Finalizer** [`TERMINATION_FINALIZER`] on every pool; a deleted pool is drained and removed instead
+//!    (`termination`, `drain`).
 //! 1. **Spec check**: what the schema cannot say (`minNodes <= maxNodes`, taint effects) → condition
 //!    `Valid=False` naming the field, Warning Event `InvalidNodePool`, no action until the pool changes.
 //! 2. **Cleanup**: an instance the cloud failed to create (`LaunchFailed`), still `Creating` after
@@ -49,6 +51,7 @@
 //! ```
 
 mod crd;
+mod drain;
 mod lifecycle;
 mod metrics;
 mod reconcile;
@@ -56,6 +59,7 @@ mod resources;
 mod scale_up;
 mod status;
 mod sync;
+mod termination;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,18 +69,19 @@ use cloudprovider_api::Capability;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Resource;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
 use tracing::debug;
 
 pub use crd::{
-    GROUP, INITIALIZED_LABEL, NodePool, NodePoolSpec, NodePoolStatus, POOL_LABEL, PoolNodeStatus,
-    ScalingDecision, SpecError, UNREGISTERED_TAINT,
+    DeletionPolicy, GROUP, INITIALIZED_LABEL, NodePool, NodePoolSpec, NodePoolStatus, POOL_LABEL,
+    PoolNodeStatus, ScalingDecision, SpecError, TERMINATION_FINALIZER, UNREGISTERED_TAINT,
 };
+pub use drain::DISRUPTED_TAINT;
 pub use metrics::{DecisionLabels, NodePoolMetrics, NodeStateLabels, PoolLabel};
 
 use crate::manager::{ControllerError, ManagedController, SharedCaches};
@@ -112,6 +117,13 @@ pub mod reasons {
     pub const INITIALIZATION_TIMEOUT: &str = "InitializationTimeout";
     /// Warning: the spec cannot be used; the message names the field.
     pub const INVALID_NODE_POOL: &str = "InvalidNodePool";
+    /// Normal, on the pool and the Node: the node is being drained because the pool is being deleted.
+    pub const DRAINING: &str = "Draining";
+    /// Warning, on the pool and the Node: an eviction was refused (a PodDisruptionBudget); retried, never forced
+    /// (Karpenter's reason).
+    pub const FAILED_DRAINING: &str = "FailedDraining";
+    /// Normal: a drained node of the deleted pool was deleted and its instance terminated.
+    pub const TERMINATED: &str = "Terminated";
     /// Warning: a reconcile failed (cloud or API error); retried with backoff.
     pub const SYNC_FAILED: &str = "NodePoolSyncFailed";
 }
@@ -314,6 +326,8 @@ struct PoolMemory {
     shape: Option<scale_up::NodeShape>,
     /// The generation last rejected as invalid, and when (see `PoolReconciler::reject`).
     invalid: Option<(Option<i64>, tokio::time::Instant)>,
+    /// Provider IDs whose drain was announced (the pool is being deleted).
+    draining: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -344,8 +358,10 @@ impl Reconciler<NodePool> for PoolReconciler {
 
     async fn reconcile(&self, pool: Arc<NodePool>) -> Result<Action, ReconcileError> {
         if pool.meta().deletion_timestamp.is_some() {
-            self.memory.lock().remove(&pool.name_any());
-            return Ok(Action::await_change());
+            return self.terminate(&pool).await;
+        }
+        if !termination::has_finalizer(&pool) {
+            self.add_finalizer(&pool).await?;
         }
         self.sync(&pool).await
     }

@@ -33,7 +33,7 @@ impl NextLook {
     }
 }
 
-fn patch_params() -> PatchParams {
+pub(super) fn patch_params() -> PatchParams {
     PatchParams {
         field_manager: Some(CONTROLLER_NAME.to_owned()),
         ..PatchParams::default()
@@ -403,7 +403,7 @@ impl PoolReconciler {
         Ok(true)
     }
 
-    async fn delete_node(&self, node: &Node) -> Result<(), kube::Error> {
+    pub(super) async fn delete_node(&self, node: &Node) -> Result<(), kube::Error> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let params = DeleteParams {
             preconditions: Some(Preconditions {

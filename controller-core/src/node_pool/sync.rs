@@ -92,7 +92,7 @@ impl PoolReconciler {
     }
 
     /// The older pool that owns this pool's node group, if it is not this one.
-    fn group_owner(&self, pool: &NodePool) -> Option<String> {
+    pub(super) fn group_owner(&self, pool: &NodePool) -> Option<String> {
         let age = |p: &NodePool| {
             (
                 p.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -104,9 +104,8 @@ impl PoolReconciler {
             .state()
             .iter()
             .filter(|p| {
-                p.spec.node_group == pool.spec.node_group
-                    && p.metadata.deletion_timestamp.is_none()
-                    && p.name_any() != mine.1
+                // A pool being deleted keeps its group until its nodes are drained and its finalizer is gone.
+                p.spec.node_group == pool.spec.node_group && p.name_any() != mine.1
             })
             .map(|p| age(p))
             .filter(|other| *other < mine)

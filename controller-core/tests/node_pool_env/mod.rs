@@ -61,7 +61,12 @@ pub async fn cluster(provision_delay: Duration) -> Env {
         .unwrap_or_else(|e| panic!("node group: {e}"));
     let cp = ControlPlane::builder()
         .scheduler(true)
-        .controller_manager(["deployment-controller", "replicaset-controller"])
+        // disruption-controller computes PodDisruptionBudget status, which the Eviction API decides by.
+        .controller_manager([
+            "deployment-controller",
+            "replicaset-controller",
+            "disruption-controller",
+        ])
         .kwok(KwokOptions::default())
         .start()
         .await
