@@ -231,6 +231,18 @@ async fn the_ccm_runs_node_pools_on_machines_that_register_themselves() {
                 .any(|k| k.contains("uninitialized") || k.contains("unregistered")),
             "{taints:?}"
         );
+        // Registered with the instance's address, and kwok's status did not wipe it.
+        let addresses = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.clone())
+            .unwrap_or_default();
+        assert!(
+            addresses
+                .iter()
+                .any(|a| a.type_ == "InternalIP" && a.address.starts_with("10.0.")),
+            "{addresses:?}"
+        );
         let labels = node.metadata.labels.unwrap_or_default();
         assert_eq!(
             labels

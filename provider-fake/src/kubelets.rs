@@ -1,7 +1,8 @@
 //! The kubelets of the fake cloud's machines. A cloud launching an instance creates no Node: a kubelet booting on
 //! the machine registers it. [`MachineKubelets`] plays those kubelets for node groups: for every instance that
 //! reaches `Running` it registers the Node a kubelet started with `--cloud-provider=external` would
-//! (`spec.providerID`, the template node's labels, taints and capacity, `kubernetes.io/hostname`, the
+//! (`spec.providerID`, the template node's labels, taints and capacity, `kubernetes.io/hostname`, the instance's
+//! addresses as a kubelet's `--node-ip` would give them, the
 //! `node.cloudprovider.kubernetes.io/uninitialized` taint, the `--register-with-taints` of
 //! [`KubeletOptions::register_with_taint`]) and, by default, kwok's annotation `kwok.x-k8s.io/node=fake`, so kwok
 //! plays the rest of the kubelet: Ready, Lease heartbeats, running pods.
@@ -311,12 +312,13 @@ async fn run(
             tracing::warn!("the provider has no node groups: no machine kubelets to play");
             return;
         };
-        tick(groups, &nodes, &options, &state).await;
+        tick(provider.as_ref(), groups, &nodes, &options, &state).await;
     }
 }
 
 /// One pass: every running instance not dealt with yet registers (or is held back).
 async fn tick(
+    provider: &dyn CloudProvider,
     groups: &dyn NodeGroups,
     nodes: &Api<Node>,
     options: &KubeletOptions,
@@ -341,7 +343,13 @@ async fn tick(
                 for instance in instances {
                     listed.insert(instance.provider_id.clone());
                     if instance.state == CloudInstanceState::Running {
-                        boot(groups, nodes, group, &instance.provider_id, options, state).await;
+                        let machine = Machine {
+                            provider,
+                            groups,
+                            group,
+                            provider_id: &instance.provider_id,
+                        };
+                        boot(machine, nodes, options, state).await;
                     }
                 }
             }
@@ -356,15 +364,27 @@ async fn tick(
     }
 }
 
+/// A running instance, and where to ask about it.
+struct Machine<'a> {
+    provider: &'a dyn CloudProvider,
+    groups: &'a dyn NodeGroups,
+    group: &'a str,
+    provider_id: &'a str,
+}
+
 /// The kubelet of one running instance registers its Node, unless it did already or machines are held.
 async fn boot(
-    groups: &dyn NodeGroups,
+    machine: Machine<'_>,
     nodes: &Api<Node>,
-    group: &str,
-    provider_id: &str,
     options: &KubeletOptions,
     state: &Mutex<KubeletState>,
 ) {
+    let Machine {
+        provider,
+        groups,
+        group,
+        provider_id,
+    } = machine;
     {
         let mut st = lock(state);
         if st.seen.contains(provider_id) {
@@ -383,7 +403,15 @@ async fn boot(
             return;
         }
     };
-    let node = registered_node(provider_id, &template, options);
+    let mut node = registered_node(provider_id, &template, options);
+    // A kubelet knows its machine's address (`--node-ip`); without one at registration kwok would write a status
+    // of its own that can race the cloud-node controller's addresses away.
+    if let Some(instances) = provider.instances()
+        && let Ok(metadata) = instances.instance_metadata(&node).await
+        && let Some(status) = node.status.as_mut()
+    {
+        status.addresses = Some(metadata.node_addresses.iter().map(|a| a.to_k8s()).collect());
+    }
     let name = node.metadata.name.clone().unwrap_or_default();
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => {
