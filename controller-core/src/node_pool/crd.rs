@@ -97,6 +97,21 @@ pub struct NodePoolSpec {
     /// What deleting the pool does with its nodes; default `Delete`.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Which nodes scale-down removes (Karpenter's `consolidationPolicy`); default `WhenEmpty`. Both wait
+    /// `emptyNodeDelaySeconds`.
+    #[serde(default)]
+    pub consolidation_policy: ConsolidationPolicy,
+}
+
+/// Which nodes of a pool are removed to save capacity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConsolidationPolicy {
+    /// Only nodes without pods (but DaemonSet and mirror ones).
+    #[default]
+    WhenEmpty,
+    /// Also a node whose pods would all fit on the pool's other ready nodes: it is drained through the Eviction API
+    /// (PodDisruptionBudgets respected) and removed, one node at a time, when no pod is pending for the pool.
+    WhenEmptyOrUnderutilized,
 }
 
 /// What happens to a pool's nodes when the pool is deleted.
@@ -142,6 +157,7 @@ impl NodePoolSpec {
             registration_timeout_seconds: default_registration_timeout(),
             initialization_timeout_seconds: default_initialization_timeout(),
             deletion_policy: DeletionPolicy::Delete,
+            consolidation_policy: ConsolidationPolicy::WhenEmpty,
         }
     }
 

@@ -13,7 +13,7 @@ pub struct DecisionLabels {
     /// The NodePool.
     pub pool: String,
     /// `scale_up`, `scale_up_failed`, `max_nodes_reached`, `scale_down`, `launch_failed`, `launch_timeout`,
-    /// `registration_timeout`, `initialization_timeout`, `invalid_spec`, `pool_deletion`.
+    /// `registration_timeout`, `initialization_timeout`, `invalid_spec`, `pool_deletion`, `consolidation`.
     pub decision: String,
 }
 

@@ -29,7 +29,8 @@
 //!    would fit several pools counts for the first by name.
 //! 5. **Scale down**: a ready node with no pods but DaemonSet and mirror pods, for `emptyNodeDelaySeconds`, and
 //!    not needed by a pending pod, is cordoned, checked again (a pod bound meanwhile uncordons it), deleted, and
-//!    its instance terminated — never below `minNodes`. `ScaleDown` Events on the pool and the Node.
+//!    its instance terminated — never below `minNodes`. `ScaleDown` Events on the pool and the Node. With
+//!    `consolidationPolicy: WhenEmptyOrUnderutilized` also an underutilized node (`consolidation`).
 //! 6. **Status**: desired / launching / ready counts, one entry per instance, conditions, the last decisions —
 //!    written only when changed.
 //!
@@ -50,6 +51,7 @@
 //! # Ok(()) }
 //! ```
 
+mod consolidation;
 mod crd;
 mod drain;
 mod lifecycle;
@@ -77,9 +79,11 @@ use kube::runtime::watcher;
 use parking_lot::Mutex;
 use tracing::debug;
 
+pub use consolidation::DO_NOT_DISRUPT;
 pub use crd::{
-    DeletionPolicy, GROUP, INITIALIZED_LABEL, NodePool, NodePoolSpec, NodePoolStatus, POOL_LABEL,
-    PoolNodeStatus, ScalingDecision, SpecError, TERMINATION_FINALIZER, UNREGISTERED_TAINT,
+    ConsolidationPolicy, DeletionPolicy, GROUP, INITIALIZED_LABEL, NodePool, NodePoolSpec,
+    NodePoolStatus, POOL_LABEL, PoolNodeStatus, ScalingDecision, SpecError, TERMINATION_FINALIZER,
+    UNREGISTERED_TAINT,
 };
 pub use drain::DISRUPTED_TAINT;
 pub use metrics::{DecisionLabels, NodePoolMetrics, NodeStateLabels, PoolLabel};
@@ -328,6 +332,10 @@ struct PoolMemory {
     invalid: Option<(Option<i64>, tokio::time::Instant)>,
     /// Provider IDs whose drain was announced (the pool is being deleted).
     draining: std::collections::BTreeSet<String>,
+    /// The node being consolidated (provider ID), until it is gone.
+    consolidating: Option<String>,
+    /// The consolidation candidate, and since when it has been one.
+    underused: Option<(String, tokio::time::Instant)>,
 }
 
 #[derive(Debug)]
@@ -393,6 +401,7 @@ pub(crate) fn node_decisions(node: &Node) -> String {
             lifecycle::registration_patch(node, "pool", &spec),
             resources::node_allocatable(node),
             scale_up::NodeShape::for_pool(node, &spec, "pool"),
+            consolidation::do_not_disrupt(&node.metadata),
         )
     )
 }
@@ -426,6 +435,7 @@ pub(crate) fn pod_decisions(pod: &Pod) -> String {
             lifecycle::blocks_removal(pod),
             lifecycle::bound_node(pod),
             resources::pod_requests(pod),
+            consolidation::do_not_disrupt(&pod.metadata),
         )
     )
 }

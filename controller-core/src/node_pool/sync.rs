@@ -13,7 +13,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::crd::{NodePool, PoolNodeStatus, ScalingDecision, SpecError};
+use super::consolidation::{Seat, candidate, do_not_disrupt, pods_forbid};
+use super::crd::{ConsolidationPolicy, NodePool, PoolNodeStatus, ScalingDecision, SpecError};
 use super::lifecycle::{Member, Phase, blocks_removal, bound_node};
 use super::reconcile::{NextLook, decision, entry, free_room, pod_key};
 use super::resources::{Resources, pod_requests};
@@ -381,7 +382,8 @@ impl PoolReconciler {
                 .by_node
                 .get(node.name_any().as_str())
                 .is_some_and(|pods| pods.iter().any(|p| blocks_removal(p)));
-            if busy || placement.existing_used.get(i).copied().unwrap_or(false) {
+            let kept = do_not_disrupt(&node.metadata);
+            if busy || kept || placement.existing_used.get(i).copied().unwrap_or(false) {
                 self.with_memory(&round.name, |m| m.empty_since.remove(&key));
                 continue;
             }
@@ -412,7 +414,88 @@ impl PoolReconciler {
                 ));
             }
         }
+        let underutilized =
+            round.pool.spec.consolidation_policy == ConsolidationPolicy::WhenEmptyOrUnderutilized;
+        if removed.is_empty()
+            && underutilized
+            && let Some(gone) = self
+                .consolidation_step(round, live, view, remaining)
+                .await?
+        {
+            removed.insert(gone);
+        }
         Ok(removed)
+    }
+
+    /// Step 5b (`consolidationPolicy: WhenEmptyOrUnderutilized`): the node being consolidated goes on draining; else,
+    /// when nothing is pending or launching, the candidate of [`candidate`] starts after the delay. One at a time.
+    async fn consolidation_step(
+        &self,
+        round: &mut Round<'_>,
+        live: &[Member],
+        view: &PodView<'_>,
+        remaining: u32,
+    ) -> Result<Option<String>, ReconcileError> {
+        let target = match self.with_memory(&round.name, |m| m.consolidating.clone()) {
+            Some(pid) => live.iter().find(|m| m.provider_id == pid),
+            None => self.next_to_consolidate(round, live, view, remaining),
+        };
+        let clear = |m: &mut super::PoolMemory| m.consolidating = None;
+        let Some((member, node)) = target.and_then(|m| Some((m, m.node.as_deref()?))) else {
+            self.with_memory(&round.name, clear);
+            return Ok(None);
+        };
+        if self
+            .consolidate(round.pool, round.groups, member, node)
+            .await?
+        {
+            self.with_memory(&round.name, clear);
+            let why = format!("underutilized node {} consolidated", node.name_any());
+            round.scale_down = Some(decision(1, why, round.now));
+            return Ok(Some(member.provider_id.clone()));
+        }
+        round.next.at_most(self.config.poll_interval);
+        Ok(None)
+    }
+
+    /// The member to start consolidating now, if one has been the candidate for the delay.
+    fn next_to_consolidate<'m>(
+        &self,
+        round: &mut Round<'_>,
+        live: &'m [Member],
+        view: &PodView<'_>,
+        remaining: u32,
+    ) -> Option<&'m Member> {
+        let settled = live
+            .iter()
+            .all(|m| !matches!(m.phase(), Phase::Launching | Phase::Registered));
+        let seats: Vec<Seat> = live.iter().map(|m| seat(m, &round.shape, view)).collect();
+        let pick = (view.pending.is_empty() && settled && remaining > round.pool.spec.min_nodes)
+            .then(|| candidate(&seats))
+            .flatten();
+        let Some(index) = pick else {
+            self.with_memory(&round.name, |m| m.underused = None);
+            return None;
+        };
+        let member = live.get(index)?;
+        let since = self.with_memory(&round.name, |m| match &m.underused {
+            Some((pid, since)) if *pid == member.provider_id => *since,
+            _ => {
+                let now = tokio::time::Instant::now();
+                m.underused = Some((member.provider_id.clone(), now));
+                now
+            }
+        });
+        let (delay, waited) = (round.pool.spec.empty_node_delay(), since.elapsed());
+        if waited < delay {
+            round.next.at_most(delay - waited);
+            return None;
+        }
+        self.with_memory(&round.name, |m| {
+            m.underused = None;
+            m.consolidating = Some(member.provider_id.clone());
+        });
+        Some(member)
     }
 
     /// Step 6: counts, one entry per instance, conditions and the last decisions, written only when changed.
@@ -444,5 +527,30 @@ impl PoolReconciler {
         );
         self.write_status(round.pool, new_status).await?;
         Ok(Action::requeue(round.next.0))
+    }
+}
+
+/// A member as consolidation sees it: ready, with the pods that keep it, and what is free on it.
+fn seat(member: &Member, shape: &NodeShape, view: &PodView<'_>) -> Seat {
+    let Some(node) = member
+        .node
+        .as_deref()
+        .filter(|_| member.phase() == Phase::Ready)
+    else {
+        return Seat::default();
+    };
+    let name = node.name_any();
+    let pods: Vec<&Pod> = view
+        .by_node
+        .get(name.as_str())
+        .into_iter()
+        .flatten()
+        .copied()
+        .filter(|p| blocks_removal(p))
+        .collect();
+    Seat {
+        eligible: !pods.is_empty() && !do_not_disrupt(&node.metadata) && !pods_forbid(&pods),
+        load: pods.iter().map(|p| pod_requests(p)).collect(),
+        room: free_room(member, shape, &view.by_node),
     }
 }

@@ -27,14 +27,24 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-/// The Node annotations kept: the kubelet's `--node-ip` (read when choosing addresses).
-pub const NODE_ANNOTATIONS: &[&str] = &["alpha.kubernetes.io/provided-node-ip"];
+/// The Node annotations kept: the kubelet's `--node-ip` (read when choosing addresses) and the do-not-disrupt
+/// markers node pools honour (ours and Karpenter's).
+pub const NODE_ANNOTATIONS: &[&str] = &[
+    "alpha.kubernetes.io/provided-node-ip",
+    "kube-cloud-rs.dev/do-not-disrupt",
+    "karpenter.sh/do-not-disrupt",
+];
 
 /// The Node conditions kept, whole: `Ready` (node lifecycle, node pools) and `NetworkUnavailable` (routes).
 pub const NODE_CONDITIONS: &[&str] = &["Ready", "NetworkUnavailable"];
 
-/// The Pod annotations kept: the mirror-pod marker (static pods are not a node pool's to place).
-pub const POD_ANNOTATIONS: &[&str] = &["kubernetes.io/config.mirror"];
+/// The Pod annotations kept: the mirror-pod marker (static pods are not a node pool's to place) and the
+/// do-not-disrupt markers (a node running such a pod is not consolidated).
+pub const POD_ANNOTATIONS: &[&str] = &[
+    "kubernetes.io/config.mirror",
+    "kube-cloud-rs.dev/do-not-disrupt",
+    "karpenter.sh/do-not-disrupt",
+];
 
 /// The Pod conditions kept: `PodScheduled` (whether the scheduler gave up on a pod).
 pub const POD_CONDITIONS: &[&str] = &["PodScheduled"];
@@ -361,6 +371,7 @@ mod decisions {
             json!({}),
             json!({"spec": {"taints": [uninitialized]}, "metadata": {"annotations": {"alpha.kubernetes.io/provided-node-ip": "10.0.0.7"}}}),
             json!({"spec": {"taints": [shutdown], "unschedulable": true}}),
+            json!({"metadata": {"annotations": {"karpenter.sh/do-not-disrupt": "true"}}}),
             json!({"spec": {"taints": [to_be_deleted], "podCIDRs": null}}),
             json!({"metadata": {"labels": {"node.kubernetes.io/exclude-from-external-load-balancers": "true",
                 "kube-cloud-rs.io/initialized": "true"}, "deletionTimestamp": "2026-11-02T00:00:00Z"}}),
@@ -442,6 +453,7 @@ mod decisions {
             json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "abc"}}, "spec": {"nodeName": "worker-1"}}),
             json!({"spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}], "nodeSelector": null, "affinity": null}}),
             json!({"spec": {"nodeName": "worker-1"}, "status": {"phase": "Succeeded"}}),
+            json!({"metadata": {"annotations": {"kube-cloud-rs.dev/do-not-disrupt": "true"}}, "spec": {"nodeName": "worker-1"}}),
             json!({"metadata": {"deletionTimestamp": "2026-11-02T00:00:00Z"}}),
             json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "pool", "operator": "NotIn", "values": ["a"]}]}]}}}}}),

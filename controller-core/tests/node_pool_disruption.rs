@@ -1,7 +1,8 @@
-//! Deleting a NodePool, against a real kube-apiserver, kube-scheduler, kwok and kube-controller-manager's
-//! Deployment and disruption controllers: its nodes are drained through the Eviction API — a
+//! Disrupting a NodePool's nodes, against a real kube-apiserver, kube-scheduler, kwok and kube-controller-manager's
+//! Deployment and disruption controllers. Deleting the pool: its nodes are drained through the Eviction API — a
 //! PodDisruptionBudget holds an eviction until it allows it, never forced — then deleted with their instances,
-//! and the pool goes last; `deletionPolicy: Orphan` leaves them.
+//! and the pool goes last; `deletionPolicy: Orphan` leaves them. Consolidation: an underutilized node whose pods fit
+//! on another is drained and removed, unless annotated do-not-disrupt.
 
 mod common;
 mod node_pool_env;
@@ -11,7 +12,8 @@ use std::time::Duration;
 
 use common::eventually;
 use controller_core::node_pool::{
-    DISRUPTED_TAINT, DeletionPolicy, NodePool, POOL_LABEL, TERMINATION_FINALIZER,
+    ConsolidationPolicy, DISRUPTED_TAINT, DO_NOT_DISRUPT, DeletionPolicy, NodePool, POOL_LABEL,
+    TERMINATION_FINALIZER,
 };
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -185,4 +187,70 @@ async fn an_orphaning_pool_leaves_its_nodes_and_instances() {
     let members = live_members(&env);
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].state, FakeInstanceState::Running);
+}
+
+/// The nodes whose pods include one of `app`'s.
+async fn hosts_of(env: &common::Env, app: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = replicas(env, app)
+        .await
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_underutilized_node_is_consolidated_onto_one_that_says_do_not_disrupt() {
+    let PoolEnv {
+        env,
+        joiner: _joiner,
+        metrics,
+    } = start(Duration::ZERO, true).await;
+    let mut spec = pool_spec();
+    spec.consolidation_policy = ConsolidationPolicy::WhenEmptyOrUnderutilized;
+    create_pool(&env, spec).await;
+    // Node A full with 4 × 500m, node B with one more pod: neither fits on the other.
+    deploy(&env, "big", 4).await;
+    eventually(WAIT, "big Running", || all_running(&env, "big", 4)).await;
+    deploy(&env, "small", 1).await;
+    eventually(WAIT, "small Running", || all_running(&env, "small", 1)).await;
+    let a = hosts_of(&env, "big").await;
+    let b = hosts_of(&env, "small").await;
+    assert_eq!((a.len(), b.len()), (1, 1), "{a:?} {b:?}");
+    assert_ne!(a, b);
+    let (a, b) = (a[0].clone(), b[0].clone());
+
+    // B (one pod, the cheaper one to move) says do-not-disrupt. Once big is down to 2 pods, A's pods fit on B:
+    // A is drained and removed, its pods move to B, and B is never touched.
+    let nodes: Api<Node> = Api::all(env.client());
+    assert_eq!(DO_NOT_DISRUPT, "kube-cloud-rs.dev/do-not-disrupt");
+    let annotate = serde_json::json!({"metadata": {"annotations": {"kube-cloud-rs.dev/do-not-disrupt": "true"}}});
+    nodes
+        .patch(&b, &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .unwrap_or_else(|e| panic!("annotate: {e}"));
+    scale(&env, "big", 2).await;
+    eventually(WAIT, "A removed", || async {
+        nodes.get_opt(&a).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    eventually(WAIT, "every pod Running on B", || async {
+        all_running(&env, "big", 2).await?;
+        all_running(&env, "small", 1).await?;
+        let on_b = [b.clone()];
+        (hosts_of(&env, "big").await == on_b && hosts_of(&env, "small").await == on_b).then_some(())
+    })
+    .await;
+    assert_eq!(pool_nodes(&env), std::slice::from_ref(&b));
+    let kept = nodes.get(&b).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!taint_keys(&kept).contains(&DISRUPTED_TAINT.to_owned()));
+    assert_eq!(metrics.decision_count(POOL, "consolidation"), 1);
+    let b = a; // the removed node, for the Event check below
+    let note = has_event(&env, "ScaleDown").await.unwrap_or_default();
+    assert!(
+        note.contains(&format!("consolidated underutilized node {b}")),
+        "{note}"
+    );
 }
