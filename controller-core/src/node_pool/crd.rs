@@ -105,6 +105,7 @@ pub struct NodePoolSpec {
 
 /// Which nodes of a pool are removed to save capacity.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[non_exhaustive]
 pub enum ConsolidationPolicy {
     /// Only nodes without pods (but DaemonSet and mirror ones).
     #[default]
@@ -116,6 +117,7 @@ pub enum ConsolidationPolicy {
 
 /// What happens to a pool's nodes when the pool is deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[non_exhaustive]
 pub enum DeletionPolicy {
     /// Drain every node of the pool (pods evicted through the Eviction API, PodDisruptionBudgets respected,
     /// blocked evictions retried, never forced), then delete the Nodes and their instances; the pool object goes
