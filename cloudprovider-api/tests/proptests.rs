@@ -270,25 +270,28 @@ enum Mode {
 }
 
 /// A provider whose name carries what it was built from, so a test can see the parsed config.
-struct Built(String);
+struct Built;
 impl CloudProvider for Built {
     fn provider_name(&self) -> &str {
-        &self.0
+        "typed"
     }
 }
 
 fn registry() -> ProviderRegistry {
     let mut r = ProviderRegistry::new();
     r.register("typed", |c: Option<Cfg>| async move {
-        let json = serde_json::to_string(&c)
-            .map_err(|e| CloudError::invalid_input("config", e.to_string()))?;
-        Ok(Arc::new(Built(json)) as Arc<dyn CloudProvider>)
+        // Handed back through a thread-local rather than re-parsed from JSON: a config nested as deep as the YAML
+        // parser allows is deeper than serde_json's own recursion limit (a drawn depth of 63 once failed there).
+        BUILT.with(|b| *b.borrow_mut() = Some(c));
+        Ok(Arc::new(Built) as Arc<dyn CloudProvider>)
     })
     .unwrap_or_else(|e| panic!("{e}"));
     r
 }
 
 thread_local! {
+    /// The config the last successful build received.
+    static BUILT: std::cell::RefCell<Option<Option<Cfg>>> = const { std::cell::RefCell::new(None) };
     static REGISTRY: ProviderRegistry = registry();
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -300,8 +303,10 @@ fn build(text: &str) -> Result<Option<Cfg>, RegistryError> {
     REGISTRY.with(|r| {
         RUNTIME.with(|rt| {
             rt.block_on(r.build_from_str("typed", Some(text))).map(|p| {
-                let p = p.unwrap_or_else(|| panic!("typed built no provider"));
-                serde_json::from_str(p.provider_name()).unwrap_or_else(|e| panic!("{e}"))
+                assert!(p.is_some(), "typed built no provider");
+                BUILT
+                    .with(|b| b.borrow_mut().take())
+                    .unwrap_or_else(|| panic!("typed was built without its config"))
             })
         })
     })
@@ -605,4 +610,17 @@ fn config_empty_names_required_field() {
             "{text:?}: {field}: {message}"
         );
     }
+}
+
+/// The case property testing found (depth 63, style 3 of `config_deep_nesting`): groups nested as deep as the YAML
+/// parser allows are built, and the test's own plumbing must not fail on them.
+#[test]
+fn groups_nested_63_deep_are_built() {
+    let mut text = String::from("clusterId: c\ngroups:\n");
+    for i in 0..63 {
+        let pad = "  ".repeat(i);
+        text.push_str(&format!("{pad}- id: g{i}\n{pad}  children:\n"));
+    }
+    let cfg = build(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.is_some_and(|c| !c.groups.is_empty()));
 }
