@@ -15,9 +15,8 @@ use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::crd::NodePool;
-use super::drain::drain;
 use super::lifecycle::Member;
-use super::reconcile::patch_params;
+use super::reconcile::delete_instance;
 use super::resources::Resources;
 use super::scale_up::plan;
 use super::{PoolReconciler, reasons};
@@ -77,7 +76,7 @@ pub(crate) fn pods_forbid(pods: &[&Pod]) -> bool {
 }
 
 impl PoolReconciler {
-    /// One pass of consolidating `member`: drain it; once drained, delete its Node and terminate its instance.
+    /// One pass of consolidating `member`: drain it; once drained and its Node deleted, terminate its instance.
     /// True when it is gone.
     pub(super) async fn consolidate(
         &self,
@@ -86,37 +85,11 @@ impl PoolReconciler {
         member: &Member,
         node: &Node,
     ) -> Result<bool, ReconcileError> {
-        let pool_ref = pool.object_ref(&());
-        let progress = drain(&self.client, node, &patch_params()).await?;
-        for (pod, message) in &progress.blocked {
-            let note = format!(
-                "cannot evict pod {pod} from node {}: {message}",
-                node.name_any()
-            );
-            self.events
-                .warning(&pool_ref, reasons::FAILED_DRAINING, note.clone());
-            self.events
-                .warning(&node.object_ref(&()), reasons::FAILED_DRAINING, note);
-        }
-        if !progress.drained() {
+        if !self.drain_and_delete(pool, node).await? {
             return Ok(false);
         }
-        if !progress.node_gone {
-            self.delete_node(node)
-                .await
-                .map_err(|e| ReconcileError::kube("delete Node", e))?;
-        }
-        match groups
-            .delete_instances(
-                &pool.spec.node_group,
-                std::slice::from_ref(&member.provider_id),
-            )
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(ReconcileError::cloud("DeleteInstances", e)),
-        }
+        delete_instance(groups, pool, &member.provider_id).await?;
+        let pool_ref = pool.object_ref(&());
         let note = format!(
             "consolidated underutilized node {} (instance {}): its pods fit on the pool's other nodes",
             node.name_any(),

@@ -14,7 +14,10 @@ use kube::ResourceExt;
 use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
+use super::crd::NodePool;
 use super::lifecycle::blocks_removal;
+use super::reconcile::patch_params;
+use super::{PoolReconciler, reasons};
 use crate::runtime::ReconcileError;
 
 /// How long one eviction may take. The apiserver refuses an eviction a PodDisruptionBudget does not allow with
@@ -131,6 +134,44 @@ pub(crate) async fn drain(
         }
     }
     Ok(progress)
+}
+
+impl PoolReconciler {
+    /// One drain pass over a node of `pool` ([`drain`]), each refused eviction a `FailedDraining` Warning on the
+    /// pool and the Node; once drained the Node is deleted. True when the node is drained and gone.
+    pub(super) async fn drain_and_delete(
+        &self,
+        pool: &NodePool,
+        node: &Node,
+    ) -> Result<bool, ReconcileError> {
+        let progress = drain(&self.client, node, &patch_params()).await?;
+        for (pod, message) in &progress.blocked {
+            let note = format!(
+                "cannot evict pod {pod} from node {}: {message}",
+                node.name_any()
+            );
+            tracing::warn!(node = node.name_any(), pod, "eviction refused; retrying");
+            self.events.warning(
+                &kube::Resource::object_ref(pool, &()),
+                reasons::FAILED_DRAINING,
+                note.clone(),
+            );
+            self.events.warning(
+                &kube::Resource::object_ref(node, &()),
+                reasons::FAILED_DRAINING,
+                note,
+            );
+        }
+        if !progress.drained() {
+            return Ok(false);
+        }
+        if !progress.node_gone {
+            self.delete_node(node)
+                .await
+                .map_err(|e| ReconcileError::kube("delete Node", e))?;
+        }
+        Ok(true)
+    }
 }
 
 /// What one eviction request came to.

@@ -378,17 +378,7 @@ impl PoolReconciler {
             .await
             .map_err(|e| ReconcileError::kube("delete Node", e))?;
         // Should this fail, the instance has no Node any more and the registration timeout collects it.
-        match groups
-            .delete_instances(
-                &pool.spec.node_group,
-                std::slice::from_ref(&member.provider_id),
-            )
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(ReconcileError::cloud("DeleteInstances", e)),
-        }
+        delete_instance(groups, pool, &member.provider_id).await?;
         let note = format!(
             "removed empty node {node_name} (instance {}) after {}s",
             member.provider_id,
@@ -417,6 +407,22 @@ impl PoolReconciler {
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Terminates one instance of the pool's group; one already gone is fine.
+pub(super) async fn delete_instance(
+    groups: &dyn NodeGroups,
+    pool: &NodePool,
+    provider_id: &str,
+) -> Result<(), ReconcileError> {
+    match groups
+        .delete_instances(&pool.spec.node_group, &[provider_id.to_owned()])
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(ReconcileError::cloud("DeleteInstances", e)),
     }
 }
 

@@ -24,12 +24,11 @@ use kube::api::{Api, Patch};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::crd::{DeletionPolicy, NodePool, POOL_LABEL, TERMINATION_FINALIZER};
-use super::drain::drain;
 use super::lifecycle::Member;
-use super::reconcile::patch_params;
+use super::reconcile::{delete_instance, patch_params};
 use super::{PoolReconciler, reasons, status};
 use crate::runtime::ReconcileError;
 
@@ -126,25 +125,8 @@ impl PoolReconciler {
                 self.events
                     .normal(&node.object_ref(&()), reasons::DRAINING, note);
             }
-            let progress = drain(&self.client, node, &patch_params()).await?;
-            for (pod, message) in &progress.blocked {
-                let note = format!(
-                    "cannot evict pod {pod} from node {}: {message}",
-                    node.name_any()
-                );
-                warn!(node = node.name_any(), pod, "eviction blocked; retrying");
-                self.events
-                    .warning(&pool_ref, reasons::FAILED_DRAINING, note.clone());
-                self.events
-                    .warning(&node.object_ref(&()), reasons::FAILED_DRAINING, note);
-            }
-            if !progress.drained() {
+            if !self.drain_and_delete(pool, node).await? {
                 return Ok(false);
-            }
-            if !progress.node_gone {
-                self.delete_node(node)
-                    .await
-                    .map_err(|e| ReconcileError::kube("delete Node", e))?;
             }
         }
         self.terminate_instance(pool, groups, member, member.node.as_deref())
@@ -160,17 +142,7 @@ impl PoolReconciler {
         member: &Member,
         node: Option<&Node>,
     ) -> Result<(), ReconcileError> {
-        match groups
-            .delete_instances(
-                &pool.spec.node_group,
-                std::slice::from_ref(&member.provider_id),
-            )
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(ReconcileError::cloud("DeleteInstances", e)),
-        }
+        delete_instance(groups, pool, &member.provider_id).await?;
         let name = pool.name_any();
         let node_name = node.map_or_else(|| "(none)".to_owned(), ResourceExt::name_any);
         info!(pool = %name, node = %node_name, provider_id = %member.provider_id, "removed node of deleted pool");
