@@ -8,6 +8,7 @@
 //! cargo run -p bench --release -- load-balancers [--services 500] [--nodes 10] [--workers 16]
 //! cargo run -p bench --release -- memory [--sizes 5000,20000] [--settle 60s]
 //! cargo run -p bench --release -- node-pool-memory [--pods 10000]
+//! cargo run -p bench --release -- karpenter-offering [--print fake-config|node-pool|table] [--subset amd-linux|all]
 //! ```
 //!
 //! Every child process is killed when the benchmark ends, fails, panics or is interrupted (kill on drop, explicit
@@ -20,6 +21,7 @@ mod ccm;
 mod ccm_report;
 mod ccm_scenarios;
 mod heartbeat_agent;
+mod karpenter_offering;
 mod leader_election;
 mod node_pool_memory;
 mod report;
@@ -58,6 +60,8 @@ enum Command {
     Memory(ccm_scenarios::MemoryArgs),
     /// The node-pool-controller's RSS with thousands of Pods in its shared Pod cache.
     NodePoolMemory(node_pool_memory::Args),
+    /// Karpenter's kwok instance-type offering as provider-fake node groups, our NodePool, or a table.
+    KarpenterOffering(karpenter_offering::Args),
 }
 
 fn main() -> Result<()> {
@@ -88,6 +92,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::LoadBalancers(args) => ccm_scenarios::load_balancers(args).await,
         Command::Memory(args) => ccm_scenarios::memory(args).await,
         Command::NodePoolMemory(args) => node_pool_memory::run(args).await,
+        Command::KarpenterOffering(args) => karpenter_offering::run(args).await,
     }
 }
 
