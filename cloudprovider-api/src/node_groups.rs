@@ -5,8 +5,19 @@ use k8s_openapi::api::core::v1::Node;
 
 use crate::CloudResult;
 
-/// A group of like instances that can grow and shrink.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A group of like instances that can grow and shrink: one instance shape (its
+/// [`template_node`](NodeGroups::template_node) gives capacity, labels such as zone, instance type and
+/// `karpenter.sh/capacity-type`, and taints) with a price, so a node pool offering several groups can launch the
+/// cheapest that fits.
+///
+/// ```
+/// use cloudprovider_api::NodeGroup;
+///
+/// let group = NodeGroup::new("c-4x-zone-a", 0, 100).with_price(0.17);
+/// assert_eq!(group.price, Some(0.17));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct NodeGroup {
     /// Unique, stable identifier.
     pub id: String,
@@ -14,6 +25,28 @@ pub struct NodeGroup {
     pub min_size: u32,
     /// The most instances the group may have.
     pub max_size: u32,
+    /// What one instance costs per hour, in the provider's currency; `None` when unknown (a pool then prefers the
+    /// smallest shape that fits).
+    pub price: Option<f64>,
+}
+
+impl NodeGroup {
+    /// A group `id` with sizes in `[min_size, max_size]` and no known price.
+    pub fn new(id: impl Into<String>, min_size: u32, max_size: u32) -> Self {
+        Self {
+            id: id.into(),
+            min_size,
+            max_size,
+            price: None,
+        }
+    }
+
+    /// Sets the price per instance-hour. A negative or non-finite price is taken as unknown.
+    #[must_use]
+    pub fn with_price(mut self, price: f64) -> Self {
+        self.price = (price.is_finite() && price >= 0.0).then_some(price);
+        self
+    }
 }
 
 /// The lifecycle state of a cloud instance of a node group, registered as a Node or not.

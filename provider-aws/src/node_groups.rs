@@ -172,11 +172,7 @@ impl NodeGroups for AwsCloud {
             .config
             .node_groups
             .iter()
-            .map(|g| NodeGroup {
-                id: g.id.clone(),
-                min_size: g.min_size,
-                max_size: g.max_size,
-            })
+            .map(|g| NodeGroup::new(g.id.clone(), g.min_size, g.max_size))
             .collect())
     }
 

@@ -78,6 +78,7 @@ pub struct LatencyConfig {
 ///     minSize: 0
 ///     maxSize: 10
 ///     provisionDelayMs: 2000
+///     price: 0.17
 ///     template: { cpu: "4", memory: 16Gi, labels: { pool: workers } }
 /// latency: { globalMs: 5, perMethodMs: { ensure_load_balancer: 200 } }
 /// rateLimit: { perSecond: 20, burst: 40 }

@@ -18,7 +18,6 @@ use super::crd::NodePool;
 use super::lifecycle::Member;
 use super::reconcile::delete_instance;
 use super::resources::Resources;
-use super::scale_up::plan;
 use super::{PoolReconciler, reasons};
 use crate::runtime::ReconcileError;
 use cloudprovider_api::NodeGroups;
@@ -65,8 +64,20 @@ pub(crate) fn candidate(seats: &[Seat]) -> Option<usize> {
             .filter(|(j, _)| j != i)
             .map(|(_, s)| s.room.clone())
             .collect();
-        let placed = plan(&seats[*i].load, &others, &Resources::default(), 0);
-        placed.unplaced == 0 && placed.new_nodes == 0
+        fits_into(&seats[*i].load, others)
+    })
+}
+
+/// Whether every request fits (first-fit decreasing) into the free room of `bins`.
+fn fits_into(load: &[Resources], mut bins: Vec<Resources>) -> bool {
+    let mut order: Vec<&Resources> = load.iter().collect();
+    order.sort_by_key(|r| std::cmp::Reverse((r.get("cpu"), r.get("memory"))));
+    order.into_iter().all(|request| {
+        let Some(bin) = bins.iter_mut().find(|free| free.fits(request)) else {
+            return false;
+        };
+        bin.sub(request);
+        true
     })
 }
 
@@ -88,7 +99,7 @@ impl PoolReconciler {
         if !self.drain_and_delete(pool, node).await? {
             return Ok(false);
         }
-        delete_instance(groups, pool, &member.provider_id).await?;
+        delete_instance(groups, member).await?;
         let pool_ref = pool.object_ref(&());
         let note = format!(
             "consolidated underutilized node {} (instance {}): its pods fit on the pool's other nodes",

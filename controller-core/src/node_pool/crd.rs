@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Taint;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -60,15 +61,22 @@ fn kubernetes_integer_formats(schema: &mut schemars::Schema) {
     printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desiredNodes"}"#,
     printcolumn = r#"{"name":"Launching","type":"integer","jsonPath":".status.launchingNodes"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyNodes"}"#,
+    printcolumn = r#"{"name":"CPU","type":"string","jsonPath":".status.resources.cpu"}"#,
+    printcolumn = r#"{"name":"Memory","type":"string","jsonPath":".status.resources.memory"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = kubernetes_integer_formats)]
 pub struct NodePoolSpec {
     /// The provider's node group (instance template) the pool launches from; its template node gives the
-    /// capacity, labels and taints new nodes start with.
-    #[schemars(length(min = 1))]
+    /// capacity, labels and taints new nodes start with. May be left empty when `nodeGroups` names the groups.
+    #[serde(default)]
     pub node_group: String,
+    /// More node groups the pool may launch from (after `nodeGroup`, if set): different instance shapes, zones and
+    /// capacity types. Scale-up launches the cheapest set of instances that fits the pending pods (the groups'
+    /// prices, see `cloudprovider_api::NodeGroup::price`; without prices the smallest shape that fits).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_groups: Vec<String>,
     /// Labels put on every node of the pool (besides the node group's and `kube-cloud-rs.dev/nodepool`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -101,6 +109,20 @@ pub struct NodePoolSpec {
     /// `emptyNodeDelaySeconds`.
     #[serde(default)]
     pub consolidation_policy: ConsolidationPolicy,
+    /// The most the pool's nodes may have in total, per resource (Karpenter's `limits`), e.g.
+    /// `{cpu: "64", memory: 256Gi}`: counted over the capacity of the pool's instances, launching ones
+    /// included; a launch that would pass a limit is not made (`NotTriggerScaleUp`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, Quantity>,
+    /// Priority among pools (Karpenter's `weight`, 1 to 100): a pending pod that several pools could take counts
+    /// for the one with the highest weight (then the first by name), unless that pool is at its limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Taints new nodes register with that something else removes once the node is ready for work (Karpenter's
+    /// `startupTaints`, e.g. a CNI or storage agent's): put on the Node with the pool's labels, never put back;
+    /// pods need not tolerate them to count for the pool, and a node is initialized only once they are gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub startup_taints: Vec<Taint>,
 }
 
 /// Which nodes of a pool are removed to save capacity.
@@ -150,6 +172,7 @@ impl NodePoolSpec {
     pub fn new(node_group: impl Into<String>, max_nodes: u32) -> Self {
         Self {
             node_group: node_group.into(),
+            node_groups: Vec::new(),
             labels: BTreeMap::new(),
             taints: Vec::new(),
             min_nodes: 0,
@@ -160,13 +183,61 @@ impl NodePoolSpec {
             initialization_timeout_seconds: default_initialization_timeout(),
             deletion_policy: DeletionPolicy::Delete,
             consolidation_policy: ConsolidationPolicy::WhenEmpty,
+            limits: BTreeMap::new(),
+            weight: None,
+            startup_taints: Vec::new(),
         }
+    }
+
+    /// The node groups the pool launches from: `nodeGroup` (if set), then `nodeGroups`, without repeats.
+    pub fn group_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = Vec::new();
+        for id in std::iter::once(&self.node_group).chain(&self.node_groups) {
+            if !id.is_empty() && !ids.contains(&id.as_str()) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// [`weight`](Self::weight), 0 when unset.
+    pub fn weight(&self) -> u32 {
+        self.weight.unwrap_or(0)
     }
 
     /// Checks what the schema cannot express. The error names the field.
     pub fn validate(&self) -> Result<(), SpecError> {
-        if self.node_group.is_empty() {
-            return Err(SpecError::new("spec.nodeGroup", "must not be empty"));
+        if self.group_ids().is_empty() {
+            return Err(SpecError::new(
+                "spec.nodeGroup",
+                "name a node group in spec.nodeGroup or spec.nodeGroups",
+            ));
+        }
+        if let Some(i) = self.node_groups.iter().position(String::is_empty) {
+            return Err(SpecError::new(
+                format!("spec.nodeGroups[{i}]"),
+                "must not be empty",
+            ));
+        }
+        if let Some(w) = self.weight.filter(|w| !(1..=100).contains(w)) {
+            return Err(SpecError::new(
+                "spec.weight",
+                format!("{w} is outside 1 to 100"),
+            ));
+        }
+        for (name, quantity) in &self.limits {
+            if cloudprovider_api::parse_quantity(&quantity.0).is_none_or(|q| q < 0) {
+                return Err(SpecError::new(
+                    format!("spec.limits[{name:?}]"),
+                    format!(
+                        "{:?} is not a non-negative Kubernetes quantity such as \"64\" or \"256Gi\"",
+                        quantity.0
+                    ),
+                ));
+            }
+        }
+        for (i, taint) in self.startup_taints.iter().enumerate() {
+            check_taint(taint, &format!("spec.startupTaints[{i}]"))?;
         }
         if self.min_nodes > self.max_nodes {
             return Err(SpecError::new(
@@ -178,24 +249,7 @@ impl NodePoolSpec {
             ));
         }
         for (i, taint) in self.taints.iter().enumerate() {
-            if taint.key.is_empty() {
-                return Err(SpecError::new(
-                    format!("spec.taints[{i}].key"),
-                    "must not be empty",
-                ));
-            }
-            if !matches!(
-                taint.effect.as_str(),
-                "NoSchedule" | "PreferNoSchedule" | "NoExecute"
-            ) {
-                return Err(SpecError::new(
-                    format!("spec.taints[{i}].effect"),
-                    format!(
-                        "{:?} is not one of NoSchedule, PreferNoSchedule, NoExecute",
-                        taint.effect
-                    ),
-                ));
-            }
+            check_taint(taint, &format!("spec.taints[{i}]"))?;
         }
         for (key, value) in &self.labels {
             if key.is_empty() || value.len() > 63 {
@@ -227,6 +281,25 @@ impl NodePoolSpec {
     pub fn initialization_timeout(&self) -> Duration {
         Duration::from_secs(self.initialization_timeout_seconds.into())
     }
+}
+
+fn check_taint(taint: &Taint, field: &str) -> Result<(), SpecError> {
+    if taint.key.is_empty() {
+        return Err(SpecError::new(format!("{field}.key"), "must not be empty"));
+    }
+    if !matches!(
+        taint.effect.as_str(),
+        "NoSchedule" | "PreferNoSchedule" | "NoExecute"
+    ) {
+        return Err(SpecError::new(
+            format!("{field}.effect"),
+            format!(
+                "{:?} is not one of NoSchedule, PreferNoSchedule, NoExecute",
+                taint.effect
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A spec field the schema accepted but the controller cannot use.
@@ -268,13 +341,17 @@ pub struct NodePoolStatus {
     /// One entry per instance.
     #[serde(default)]
     pub nodes: Vec<PoolNodeStatus>,
+    /// What the pool's nodes have in total (their groups' template capacity), launching ones included: what
+    /// `spec.limits` bounds (Karpenter's `status.resources`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, Quantity>,
     /// `Valid` (the spec is usable) and `Ready` (no launch in flight).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// The last scale-up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_up: Option<ScalingDecision>,
-    /// The last removal of nodes (empty, timed out or failed).
+    /// The last removal of nodes and why (empty, consolidated, timed out or failed): the last disruption decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_down: Option<ScalingDecision>,
 }
@@ -293,6 +370,9 @@ pub struct PoolNodeStatus {
     pub phase: String,
     /// When the controller first saw the instance (its launch request, for instances it launched).
     pub launched_at: Time,
+    /// The node group (shape) it was launched from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_group: Option<String>,
 }
 
 /// A scaling decision.
@@ -363,6 +443,41 @@ mod tests {
         assert_eq!(
             spec.validate().map_err(|e| e.field),
             Err("spec.taints[0].effect".into())
+        );
+    }
+
+    #[test]
+    fn groups_weight_limits_and_startup_taints_are_checked() {
+        let mut spec = NodePoolSpec::new("", 1);
+        assert_eq!(
+            spec.validate().map_err(|e| e.field),
+            Err("spec.nodeGroup".into())
+        );
+        spec.node_groups = vec!["a".into(), "b".into(), "a".into()];
+        assert_eq!(spec.validate(), Ok(()));
+        assert_eq!(spec.group_ids(), vec!["a", "b"]);
+        spec.node_group = "b".into();
+        assert_eq!(spec.group_ids(), vec!["b", "a"]);
+        spec.weight = Some(0);
+        assert_eq!(
+            spec.validate().map_err(|e| e.field),
+            Err("spec.weight".into())
+        );
+        spec.weight = Some(100);
+        spec.limits.insert("cpu".into(), Quantity("lots".into()));
+        assert_eq!(
+            spec.validate().map_err(|e| e.field),
+            Err("spec.limits[\"cpu\"]".into())
+        );
+        spec.limits.insert("cpu".into(), Quantity("64".into()));
+        spec.startup_taints.push(Taint {
+            key: String::new(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            spec.validate().map_err(|e| e.field),
+            Err("spec.startupTaints[0].key".into())
         );
     }
 

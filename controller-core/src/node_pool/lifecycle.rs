@@ -17,6 +17,10 @@ use crate::cloud_node::UNINITIALIZED_TAINT;
 #[derive(Clone, Debug)]
 pub(crate) struct Member {
     pub(crate) provider_id: String,
+    /// The node group it belongs to.
+    pub(crate) group: String,
+    /// The pool's startup taints: the node is initialized only once they are gone.
+    pub(crate) startup_taints: Vec<Taint>,
     pub(crate) state: CloudInstanceState,
     pub(crate) error: Option<CloudInstanceError>,
     pub(crate) node: Option<Arc<Node>>,
@@ -87,10 +91,20 @@ impl Member {
         match (&self.node, self.state) {
             (_, CloudInstanceState::Deleting) => Phase::Deleting,
             (None, _) => Phase::Launching,
-            (Some(node), _) if is_initialized(node) => Phase::Ready,
+            (Some(node), _) if self.initialized(node) => Phase::Ready,
             (Some(node), _) if was_initialized(node) => Phase::NotReady,
             (Some(_), _) => Phase::Registered,
         }
+    }
+
+    /// [`is_initialized`], and the pool's startup taints gone.
+    pub(crate) fn initialized(&self, node: &Node) -> bool {
+        is_initialized(node)
+            && !taints(node).iter().any(|t| {
+                self.startup_taints
+                    .iter()
+                    .any(|s| s.key == t.key && s.effect == t.effect)
+            })
     }
 
     /// Whether the instance must go (and why), or else how long until its next deadline (if it has one).
@@ -118,7 +132,7 @@ impl Member {
                 }
                 Ok(Some(next))
             }
-            (Some(node), _) if is_initialized(node) || was_initialized(node) => Ok(None),
+            (Some(node), _) if self.initialized(node) || was_initialized(node) => Ok(None),
             (Some(node), _) => {
                 let registered = node
                     .metadata
@@ -214,7 +228,12 @@ pub(crate) fn registration_patch(
     let mut labels = BTreeMap::new();
     let mut wanted_labels = spec.labels.clone();
     wanted_labels.insert(POOL_LABEL.to_owned(), pool.to_owned());
-    if is_initialized(node) {
+    let startup_left = taints(node).iter().any(|t| {
+        spec.startup_taints
+            .iter()
+            .any(|s| s.key == t.key && s.effect == t.effect)
+    });
+    if is_initialized(node) && !startup_left {
         wanted_labels.insert(INITIALIZED_LABEL.to_owned(), "true".to_owned());
     }
     for (k, v) in &wanted_labels {
@@ -228,7 +247,10 @@ pub(crate) fn registration_patch(
         .filter(|t| t.key != UNREGISTERED_TAINT)
         .cloned()
         .collect();
-    for t in &spec.taints {
+    // Startup taints go on with the first write only: whoever removes them must not see them come back.
+    let first = current_labels.get(POOL_LABEL).map(String::as_str) != Some(pool);
+    let startup = spec.startup_taints.iter().filter(|_| first);
+    for t in spec.taints.iter().chain(startup) {
         if !wanted
             .iter()
             .any(|have| have.key == t.key && have.effect == t.effect)
@@ -302,6 +324,8 @@ mod tests {
 
     fn member(state: CloudInstanceState, node: Option<Node>) -> Member {
         Member {
+            group: "g".into(),
+            startup_taints: Vec::new(),
             provider_id: "fake://g-1".into(),
             state,
             error: None,

@@ -1,14 +1,15 @@
-//! The node-pool controller: on-demand cloud nodes. A [`NodePool`] names a provider node group
-//! ([`NodeGroups`](cloudprovider_api::NodeGroups)); when pods are unschedulable and would fit a node of the pool,
-//! instances are launched, their Nodes get the pool's labels and taints, the cloud-node controller initializes
+//! The node-pool controller: on-demand cloud nodes. A [`NodePool`] names one or more provider node groups
+//! ([`NodeGroups`](cloudprovider_api::NodeGroups): instance shapes with prices); when pods are unschedulable and
+//! would fit a node of the pool, the cheapest instances that fit them are launched, their Nodes get the pool's labels and taints, the cloud-node controller initializes
 //! them, pods land on them; empty nodes are removed after a delay.
 //!
-//! Each reconcile of a pool, from one snapshot (the pool, its group's instances and template node, the shared
+//! Each reconcile of a pool, from one snapshot (the pool, its groups' prices, instances and template nodes, the shared
 //! Node cache, a Pod cache):
 //!
 //! 0. **Finalizer** [`TERMINATION_FINALIZER`] on every pool; a deleted pool is drained and removed instead
 //!    (`termination`, `drain`).
-//! 1. **Spec check**: what the schema cannot say (`minNodes <= maxNodes`, taint effects) → condition
+//! 1. **Spec check**: what the schema cannot say (`minNodes <= maxNodes`, taint effects, `weight`, `limits`) and
+//!    whether each node group is this pool's (the oldest pool naming a group owns it) → condition
 //!    `Valid=False` naming the field, Warning Event `InvalidNodePool`, no action until the pool changes.
 //! 2. **Cleanup**: an instance the cloud failed to create (`LaunchFailed`), still `Creating` after
 //!    `launchTimeoutSeconds` (`LaunchTimeout`), without a Node after `registrationTimeoutSeconds`
@@ -16,22 +17,28 @@
 //!    them), or registered but not initialized and Ready after `initializationTimeoutSeconds`
 //!    (`InitializationTimeout`) is deleted, with its Node. Warning Events with those reasons.
 //! 3. **Registration**: a Node whose `spec.providerID` is one of the group's instances gets the pool's labels
-//!    (and [`POOL_LABEL`]) and taints, and loses [`UNREGISTERED_TAINT`], in one write (`Registered` Event); it
-//!    counts as ready once initialized (`Initialized` Event, `node_pool_launch_to_ready_seconds`) and is then
-//!    labelled [`INITIALIZED_LABEL`], so the initialization timeout never applies to it again.
-//! 4. **Scale up**: unschedulable pods (`PodScheduled=False`, reason `Unschedulable`) that would fit the pool's
-//!    template node (nodeSelector, required node affinity, tolerations, resource requests) are bin-packed
-//!    (first-fit decreasing) onto the free room of the pool's nodes — launching ones included, which is what
-//!    keeps it from provisioning twice for the same pods — and only the rest onto new nodes, at most up to
-//!    `maxNodes`. Pods are batched: the launch waits until the set of such pods has not changed for
+//!    (and [`POOL_LABEL`]) and taints (and, this once, its `startupTaints`), and loses [`UNREGISTERED_TAINT`],
+//!    in one write (`Registered` Event); it counts as ready once initialized, startup taints gone too
+//!    (`Initialized` Event, `node_pool_launch_to_ready_seconds`), and is then labelled [`INITIALIZED_LABEL`], so the initialization timeout never applies to it again.
+//! 4. **Scale up** (`launch`, deciding in `packing`): unschedulable pods (`PodScheduled=False`, reason
+//!    `Unschedulable`) that would fit one of the pool's shapes — one per node group in `nodeGroup`/`nodeGroups`,
+//!    its template node plus the pool's labels and taints (nodeSelector, required node affinity, tolerations,
+//!    resource requests) — are placed, largest first, on the free room of the pool's nodes (launching ones
+//!    included, which is what keeps it from provisioning twice for the same pods), then on new nodes: each new
+//!    node keeps every group that fits its pods and is launched as the cheapest of them (the groups' prices;
+//!    without, the smallest). Host ports, required pod anti-affinity and `DoNotSchedule` topology spread
+//!    (`topology`) are honoured; `maxNodes`, `limits` and each group's size bound the launches. Pods are
+//!    batched: the launch waits until the set of such pods has not changed for
 //!    [`batch_idle`](NodePoolConfig::batch_idle), or [`batch_max`](NodePoolConfig::batch_max) after the first.
 //!    `TriggeredScaleUp` / `FailedScaleUp` / `NotTriggerScaleUp` (cluster-autoscaler's reasons). A pod that
-//!    would fit several pools counts for the first by name.
+//!    would fit several pools counts for the one with the highest `weight` (then the first by name), unless that
+//!    pool left it out at its `maxNodes` or `limits`.
 //! 5. **Scale down**: a ready node with no pods but DaemonSet and mirror pods, for `emptyNodeDelaySeconds`, and
 //!    not needed by a pending pod, is cordoned, checked again (a pod bound meanwhile uncordons it), deleted, and
 //!    its instance terminated — never below `minNodes`. `ScaleDown` Events on the pool and the Node. With
 //!    `consolidationPolicy: WhenEmptyOrUnderutilized` also an underutilized node (`consolidation`).
-//! 6. **Status**: desired / launching / ready counts, one entry per instance, conditions, the last decisions —
+//! 6. **Status**: desired / launching / ready counts, the resources of the pool's nodes (what `limits` bounds),
+//!    one entry per instance (with its node group), conditions, the last decisions —
 //!    written only when changed.
 //!
 //! Every decision is counted in [`NodePoolMetrics`]. Time-based steps requeue the pool for their next deadline.
@@ -54,14 +61,17 @@
 mod consolidation;
 mod crd;
 mod drain;
+mod launch;
 mod lifecycle;
 mod metrics;
+mod packing;
 mod reconcile;
 mod resources;
 mod scale_up;
 mod status;
 mod sync;
 mod termination;
+mod topology;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -326,8 +336,11 @@ struct PoolMemory {
     batch: Option<Batch>,
     /// How many pending pods were left out at `maxNodes` when last announced.
     left_out_at_max: Option<usize>,
-    /// The pool's node shape, for the tie-break between pools.
-    shape: Option<scale_up::NodeShape>,
+    /// The pool's node shapes, for the tie-break between pools.
+    shapes: Vec<scale_up::NodeShape>,
+    /// The pending pods (keys) the last plan left without a node (at `maxNodes` or `limits`): a pool after this
+    /// one may take them.
+    left_out: std::collections::BTreeSet<String>,
     /// The generation last rejected as invalid, and when (see `PoolReconciler::reject`).
     invalid: Option<(Option<i64>, tokio::time::Instant)>,
     /// Provider IDs whose drain was announced (the pool is being deleted).
@@ -417,7 +430,7 @@ pub(crate) fn pod_decisions(pod: &Pod) -> String {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             taints,
-            allocatable: resources::Resources::default(),
+            ..scale_up::NodeShape::default()
         }
     };
     let gpu = k8s_openapi::api::core::v1::Taint {

@@ -24,6 +24,14 @@ use super::scale_up::{NodeShape, fits_shape};
 use super::{Batch, CONTROLLER_NAME, PoolReconciler, reasons};
 use crate::runtime::{self, ReconcileError};
 
+/// One launch request: `count` instances of node group `group`, for `why`, at `now`.
+pub(super) struct Launch<'a> {
+    pub(super) group: &'a str,
+    pub(super) count: u32,
+    pub(super) why: &'a str,
+    pub(super) now: Timestamp,
+}
+
 /// The earliest time the pool needs another look.
 pub(super) struct NextLook(pub(super) Duration);
 
@@ -64,11 +72,11 @@ impl PoolReconciler {
         f(memory.entry(pool.to_owned()).or_default())
     }
 
-    /// The group's instances with their Nodes (matched by providerID) and launch times; also remembers the shape.
+    /// The groups' instances (each with its group's id) with their Nodes (matched by providerID) and launch times.
     pub(super) fn members(
         &self,
         pool: &NodePool,
-        instances: &[CloudInstance],
+        instances: &[(String, CloudInstance)],
         now: Timestamp,
     ) -> Vec<Member> {
         let name = pool.name_any();
@@ -85,15 +93,12 @@ impl PoolReconciler {
             .map(|n| (n.provider_id.as_str(), n.launched_at.0))
             .collect();
         self.with_memory(&name, |memory| {
-            memory
-                .launched_at
-                .retain(|pid, _| instances.iter().any(|i| &i.provider_id == pid));
-            memory
-                .phases
-                .retain(|pid, _| instances.iter().any(|i| &i.provider_id == pid));
+            let known = |pid: &String| instances.iter().any(|(_, i)| &i.provider_id == pid);
+            memory.launched_at.retain(|pid, _| known(pid));
+            memory.phases.retain(|pid, _| known(pid));
             instances
                 .iter()
-                .map(|i| {
+                .map(|(group, i)| {
                     let launched_at = *memory
                         .launched_at
                         .entry(i.provider_id.clone())
@@ -105,6 +110,8 @@ impl PoolReconciler {
                         });
                     Member {
                         provider_id: i.provider_id.clone(),
+                        group: group.clone(),
+                        startup_taints: pool.spec.startup_taints.clone(),
                         state: i.state,
                         error: i.error.clone(),
                         node: nodes.get(&i.provider_id).cloned(),
@@ -115,13 +122,23 @@ impl PoolReconciler {
         })
     }
 
-    /// Whether a pending pod that fits this pool counts for it: not if a pool earlier by name fits it too.
-    pub(super) fn counts_for(&self, pool: &str, pod: &Pod) -> bool {
+    /// Whether a pending pod that fits this pool counts for it: not if a pool before it (higher `weight`, then
+    /// earlier by name) fits it too, unless that pool left the pod out of its last plan (at its `maxNodes` or
+    /// `limits`).
+    pub(super) fn counts_for(&self, pool: &NodePool, pod: &Pod) -> bool {
+        let rank = |p: &NodePool, name: &str| (std::cmp::Reverse(p.spec.weight()), name.to_owned());
+        let name = pool.name_any();
+        let mine = rank(pool, &name);
+        let key = pod_key(pod);
         let memory = self.memory.lock();
         !memory.iter().any(|(other, m)| {
-            other.as_str() < pool
-                && self.pools.get(&ObjectRef::new(other)).is_some()
-                && m.shape.as_ref().is_some_and(|s| fits_shape(pod, s).is_ok())
+            other != &name
+                && self
+                    .pools
+                    .get(&ObjectRef::new(other))
+                    .is_some_and(|p| rank(&p, other) < mine)
+                && !m.left_out.contains(&key)
+                && m.shapes.iter().any(|s| fits_shape(pod, s).is_ok())
         })
     }
 
@@ -237,18 +254,21 @@ impl PoolReconciler {
         }
     }
 
-    /// Launches `count` instances; returns the new provider IDs it could see.
+    /// Launches `launch.count` instances of `launch.group`; returns the new provider IDs it could see.
     pub(super) async fn scale_up(
         &self,
         pool: &NodePool,
         groups: &dyn NodeGroups,
-        before: &[CloudInstance],
-        count: u32,
-        why: &str,
-        now: Timestamp,
+        before: &[(String, CloudInstance)],
+        launch: Launch<'_>,
     ) -> Result<Vec<String>, ReconcileError> {
+        let Launch {
+            group,
+            count,
+            why,
+            now,
+        } = launch;
         let name = pool.name_any();
-        let group = pool.spec.node_group.as_str();
         if let Err(e) = groups.increase_size(group, count).await {
             self.metrics.decision(&name, "scale_up_failed", count);
             self.events.warning(
@@ -270,7 +290,7 @@ impl PoolReconciler {
         let launched: Vec<String> = after
             .into_iter()
             .map(|i| i.provider_id)
-            .filter(|pid| !before.iter().any(|b| &b.provider_id == pid))
+            .filter(|pid| !before.iter().any(|(_, b)| &b.provider_id == pid))
             .collect();
         self.with_memory(&name, |m| {
             for pid in &launched {
@@ -298,7 +318,7 @@ impl PoolReconciler {
             return false;
         }
         if let Err(e) = groups
-            .delete_instances(&spec.node_group, std::slice::from_ref(&member.provider_id))
+            .delete_instances(&member.group, std::slice::from_ref(&member.provider_id))
             .await
             && !e.is_not_found()
         {
@@ -378,7 +398,7 @@ impl PoolReconciler {
             .await
             .map_err(|e| ReconcileError::kube("delete Node", e))?;
         // Should this fail, the instance has no Node any more and the registration timeout collects it.
-        delete_instance(groups, pool, &member.provider_id).await?;
+        delete_instance(groups, member).await?;
         let note = format!(
             "removed empty node {node_name} (instance {}) after {}s",
             member.provider_id,
@@ -410,14 +430,13 @@ impl PoolReconciler {
     }
 }
 
-/// Terminates one instance of the pool's group; one already gone is fine.
+/// Terminates a member's instance; one already gone is fine.
 pub(super) async fn delete_instance(
     groups: &dyn NodeGroups,
-    pool: &NodePool,
-    provider_id: &str,
+    member: &Member,
 ) -> Result<(), ReconcileError> {
     match groups
-        .delete_instances(&pool.spec.node_group, &[provider_id.to_owned()])
+        .delete_instances(&member.group, std::slice::from_ref(&member.provider_id))
         .await
     {
         Ok(()) => Ok(()),
@@ -436,7 +455,7 @@ pub(super) fn free_room(
     let Some(node) = &member.node else {
         return shape.allocatable.clone();
     };
-    if !accepts_pods(node, &shape.taints) {
+    if !accepts_pods(node, &shape.expected_taints()) {
         return Resources::default();
     }
     let mut room = node_allocatable(node);
@@ -463,6 +482,7 @@ pub(super) fn entry(member: &Member, phase: Phase) -> PoolNodeStatus {
         node_name: member.node.as_ref().map(|n| n.name_any()),
         phase: phase.as_str().to_owned(),
         launched_at: Time(member.launched_at),
+        node_group: Some(member.group.clone()),
     }
 }
 

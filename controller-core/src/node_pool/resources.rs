@@ -25,16 +25,52 @@ impl Resources {
         self.0.get(name).copied().unwrap_or(0)
     }
 
-    fn add(&mut self, other: &Resources) {
+    pub(crate) fn add(&mut self, other: &Resources) {
         for (name, v) in &other.0 {
-            *self.0.entry(name.clone()).or_insert(0) += v;
+            let e = self.0.entry(name.clone()).or_insert(0);
+            *e = e.saturating_add(*v);
         }
     }
 
     pub(crate) fn sub(&mut self, other: &Resources) {
         for (name, v) in &other.0 {
-            *self.0.entry(name.clone()).or_insert(0) -= v;
+            let e = self.0.entry(name.clone()).or_insert(0);
+            *e = e.saturating_sub(*v);
         }
+    }
+
+    /// `self + other`.
+    pub(crate) fn plus(&self, other: &Resources) -> Resources {
+        let mut sum = self.clone();
+        sum.add(other);
+        sum
+    }
+
+    /// `self - used`, over the resources `self` names only (a limit minus usage stays a limit).
+    pub(crate) fn left_after(&self, used: &Resources) -> Resources {
+        Self(
+            self.0
+                .iter()
+                .map(|(name, v)| (name.clone(), v.saturating_sub(used.get(name))))
+                .collect(),
+        )
+    }
+
+    /// Whether every resource `limits` names stays at or below its limit (resources it does not name are free).
+    pub(crate) fn within(&self, limits: &Resources) -> bool {
+        limits
+            .0
+            .iter()
+            .all(|(name, limit)| self.get(name) <= *limit)
+    }
+
+    /// As Kubernetes quantities: whole units where exact, else thousandths (`1500m`); memory-like amounts in
+    /// `Ki`/`Mi`/`Gi` where exact.
+    pub(crate) fn to_quantities(&self) -> BTreeMap<String, Quantity> {
+        self.0
+            .iter()
+            .map(|(name, v)| (name.clone(), Quantity(format_amount(name, *v))))
+            .collect()
     }
 
     fn max(&mut self, other: &Resources) {
@@ -76,6 +112,21 @@ pub(crate) fn pod_requests(pod: &Pod) -> Resources {
     sum.add(&Resources::from_quantities(spec.overhead.as_ref()));
     sum.0.insert("pods".to_owned(), 1000);
     sum
+}
+
+fn format_amount(name: &str, thousandths: i128) -> String {
+    if thousandths % 1000 != 0 {
+        return format!("{thousandths}m");
+    }
+    let units = thousandths / 1000;
+    if name != "cpu" && name != "pods" {
+        for (suffix, factor) in [("Gi", 1_i128 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+            if units != 0 && units % factor == 0 {
+                return format!("{}{suffix}", units / factor);
+            }
+        }
+    }
+    units.to_string()
 }
 
 fn container_requests(c: &Container) -> Resources {
@@ -131,6 +182,37 @@ mod tests {
         assert_eq!(r.get("cpu"), 1000);
         assert_eq!(r.get("memory"), 128 * 1024 * 1024 * 1000);
         assert_eq!(r.get("pods"), 1000);
+    }
+
+    #[test]
+    fn amounts_print_as_kubernetes_quantities() {
+        let r = Resources::from_quantities(Some(&BTreeMap::from([
+            ("cpu".to_owned(), Quantity("1500m".into())),
+            ("memory".to_owned(), Quantity("8Gi".into())),
+            ("pods".to_owned(), Quantity("110".into())),
+            ("ephemeral-storage".to_owned(), Quantity("1000".into())),
+        ])));
+        let q = r.to_quantities();
+        let text = |k: &str| q.get(k).map(|q| q.0.clone());
+        assert_eq!(text("cpu").as_deref(), Some("1500m"));
+        assert_eq!(text("memory").as_deref(), Some("8Gi"));
+        assert_eq!(text("pods").as_deref(), Some("110"));
+        assert_eq!(text("ephemeral-storage").as_deref(), Some("1000"));
+        let cpu = |v: &str| {
+            Resources::from_quantities(Some(&BTreeMap::from([(
+                "cpu".to_owned(),
+                Quantity(v.into()),
+            )])))
+        };
+        assert!(r.within(&cpu("2")), "memory and pods are not limited");
+        assert_eq!(
+            cpu("2").left_after(&r),
+            cpu("500m"),
+            "only the limited resources"
+        );
+        assert!(!r.within(&cpu("1")));
+        assert!(r.plus(&r).within(&cpu("3")));
+        assert!(!r.plus(&r).within(&cpu("2999m")));
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Scale-up decisions: which pending pods a pool's nodes would take (nodeSelector, required node affinity,
-//! tolerations, resources against the node template), and how many new nodes they need (first-fit decreasing
-//! onto the pool's existing and in-flight nodes first, then onto new ones).
+//! Scale-up decisions, per pod: whether the scheduler gave up on it, and whether a node of one of the pool's
+//! shapes would take it (nodeSelector, required node affinity, tolerations, resources against the node template).
+//! Where the pending pods go and what to launch for them is [`packing`](super::packing).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +14,11 @@ use super::resources::{Resources, node_allocatable, pod_requests};
 pub(crate) struct NodeShape {
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) taints: Vec<Taint>,
+    /// The pool's startup taints: on new nodes until something else removes them; pods need not tolerate them.
+    pub(crate) startup: Vec<Taint>,
     pub(crate) allocatable: Resources,
+    /// What counts against the pool's `limits` (the template's capacity, else its allocatable).
+    pub(crate) capacity: Resources,
 }
 
 impl NodeShape {
@@ -36,11 +40,25 @@ impl NodeShape {
                 taints.push(t.clone());
             }
         }
+        let capacity =
+            Resources::from_quantities(template.status.as_ref().and_then(|s| s.capacity.as_ref()));
+        let allocatable = node_allocatable(template);
         Self {
             labels,
             taints,
-            allocatable: node_allocatable(template),
+            startup: spec.startup_taints.clone(),
+            capacity: if capacity == Resources::default() {
+                allocatable.clone()
+            } else {
+                capacity
+            },
+            allocatable,
         }
+    }
+
+    /// The taints a Node of this shape may carry and still take the pool's pods: the shape's and the startup ones.
+    pub(crate) fn expected_taints(&self) -> Vec<Taint> {
+        self.taints.iter().chain(&self.startup).cloned().collect()
     }
 }
 
@@ -84,6 +102,15 @@ pub(crate) fn is_unschedulable(pod: &Pod) -> bool {
 
 /// Whether `pod` would be scheduled on an empty node of `shape`.
 pub(crate) fn fits_shape(pod: &Pod, shape: &NodeShape) -> Result<(), Misfit> {
+    fits_labels(pod, shape)?;
+    if !shape.allocatable.fits(&pod_requests(pod)) {
+        return Err(Misfit::Resources);
+    }
+    Ok(())
+}
+
+/// [`fits_shape`] without the resources: the pod's node selection and tolerations allow the shape.
+pub(crate) fn fits_labels(pod: &Pod, shape: &NodeShape) -> Result<(), Misfit> {
     let Some(spec) = pod.spec.as_ref() else {
         return Err(Misfit::Resources);
     };
@@ -127,9 +154,6 @@ pub(crate) fn fits_shape(pod: &Pod, shape: &NodeShape) -> Result<(), Misfit> {
         .find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
     {
         return Err(Misfit::Taint(t.key.clone()));
-    }
-    if !shape.allocatable.fits(&pod_requests(pod)) {
-        return Err(Misfit::Resources);
     }
     Ok(())
 }
@@ -180,59 +204,6 @@ fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
         }
         _ => false,
     }
-}
-
-/// Where pending pods go: how many new nodes they need and which existing nodes they would use.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Plan {
-    /// New nodes to launch.
-    pub(crate) new_nodes: u32,
-    /// Pods placed on existing (or in-flight) nodes.
-    pub(crate) on_existing: usize,
-    /// Pods placed on new nodes.
-    pub(crate) on_new: usize,
-    /// Pods that fit nowhere within the limit.
-    pub(crate) unplaced: usize,
-    /// For each existing node: whether a pending pod was placed on it.
-    pub(crate) existing_used: Vec<bool>,
-}
-
-/// First-fit decreasing: the largest pods first, each on the first node with room, existing nodes (free capacity
-/// given in `existing`) before new ones of `template`, at most `max_new` new ones. Pods already known to fit the
-/// template's shape are expected; a pod larger than the template is left unplaced.
-pub(crate) fn plan(
-    requests: &[Resources],
-    existing: &[Resources],
-    template: &Resources,
-    max_new: u32,
-) -> Plan {
-    let mut order: Vec<&Resources> = requests.iter().collect();
-    order.sort_by_key(|r| std::cmp::Reverse((r.get("cpu"), r.get("memory"))));
-    let mut bins: Vec<Resources> = existing.to_vec();
-    let mut result = Plan {
-        existing_used: vec![false; existing.len()],
-        ..Plan::default()
-    };
-    for request in order {
-        if let Some(i) = bins.iter().position(|free| free.fits(request)) {
-            bins[i].sub(request);
-            if i < existing.len() {
-                result.existing_used[i] = true;
-                result.on_existing += 1;
-            } else {
-                result.on_new += 1;
-            }
-        } else if result.new_nodes < max_new && template.fits(request) {
-            let mut free = template.clone();
-            free.sub(request);
-            bins.push(free);
-            result.new_nodes += 1;
-            result.on_new += 1;
-        } else {
-            result.unplaced += 1;
-        }
-    }
-    result
 }
 
 #[cfg(test)]
@@ -295,6 +266,7 @@ mod tests {
                 ..Default::default()
             }],
             allocatable: res("2", "4Gi", "110"),
+            ..NodeShape::default()
         }
     }
 
@@ -399,64 +371,5 @@ mod tests {
             fits_shape(&with_affinity("DoesNotExist", &[]), &s),
             Err(Misfit::NodeAffinity)
         );
-    }
-
-    fn cpu_requests(cpus: &[&str]) -> Vec<Resources> {
-        cpus.iter().map(|c| pod_requests(&pod(c, &[]))).collect()
-    }
-
-    #[test]
-    fn twenty_half_cpu_pods_need_five_two_cpu_nodes() {
-        let template = res("2", "4Gi", "110");
-        let p = plan(&cpu_requests(&["500m"; 20]), &[], &template, 100);
-        assert_eq!((p.new_nodes, p.on_new, p.unplaced), (5, 20, 0));
-    }
-
-    #[test]
-    fn in_flight_capacity_is_used_before_new_nodes() {
-        let template = res("2", "4Gi", "110");
-        // Two nodes already launching for these pods: nothing new.
-        let p = plan(
-            &cpu_requests(&["500m"; 8]),
-            &[template.clone(), template.clone()],
-            &template,
-            100,
-        );
-        assert_eq!((p.new_nodes, p.on_existing), (0, 8));
-        assert_eq!(p.existing_used, vec![true, true]);
-        // Ten pods, two nodes in flight: one more.
-        let p = plan(
-            &cpu_requests(&["500m"; 10]),
-            &[template.clone(), template.clone()],
-            &template,
-            100,
-        );
-        assert_eq!(p.new_nodes, 1);
-    }
-
-    #[test]
-    fn first_fit_decreasing_packs_mixed_sizes() {
-        let template = res("2", "4Gi", "110");
-        // 1.5 + 0.5, 1.5 + 0.5, 1 + 1: three nodes (first-fit in arrival order would need four).
-        let p = plan(
-            &cpu_requests(&["500m", "1", "1500m", "500m", "1", "1500m"]),
-            &[],
-            &template,
-            100,
-        );
-        assert_eq!(p.new_nodes, 3);
-    }
-
-    #[test]
-    fn limits_and_oversized_pods_leave_pods_unplaced() {
-        let template = res("2", "4Gi", "110");
-        let p = plan(&cpu_requests(&["1"; 6]), &[], &template, 2);
-        assert_eq!((p.new_nodes, p.on_new, p.unplaced), (2, 4, 2));
-        let p = plan(&cpu_requests(&["3"]), &[], &template, 5);
-        assert_eq!((p.new_nodes, p.unplaced), (0, 1));
-        // The pods resource bounds a node too.
-        let tiny = res("100", "100Gi", "3");
-        let p = plan(&cpu_requests(&["1"; 7]), &[], &tiny, 10);
-        assert_eq!(p.new_nodes, 3);
     }
 }

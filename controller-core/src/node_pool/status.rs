@@ -68,6 +68,9 @@ pub(crate) fn invalid(
 /// What one reconcile decided, for the status.
 pub(crate) struct Observed {
     pub(crate) nodes: Vec<PoolNodeStatus>,
+    /// The capacity of the pool's nodes, launching ones included (what `spec.limits` bounds).
+    pub(crate) resources:
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     pub(crate) scale_up: Option<ScalingDecision>,
     pub(crate) scale_down: Option<ScalingDecision>,
 }
@@ -110,6 +113,7 @@ pub(crate) fn observed(pool: &NodePool, mut observed: Observed, now: Timestamp) 
         launching_nodes: launching,
         ready_nodes: ready,
         nodes: observed.nodes,
+        resources: observed.resources,
         conditions: vec![
             condition(pool, VALID, true, "Valid", String::new(), now),
             ready_condition,
@@ -130,6 +134,7 @@ mod tests {
             node_name: None,
             phase: phase.into(),
             launched_at: Time(Timestamp::UNIX_EPOCH),
+            node_group: None,
         }
     }
 
@@ -138,6 +143,7 @@ mod tests {
         let mut pool = NodePool::new("p", NodePoolSpec::new("g", 3));
         let t0 = now();
         let obs = || Observed {
+            resources: Default::default(),
             nodes: vec![entry("Ready"), entry("Launching"), entry("Deleting")],
             scale_up: None,
             scale_down: None,

@@ -8,41 +8,66 @@ use std::time::Duration;
 
 use cloudprovider_api::{CloudError, CloudInstance, CloudInstanceState, NodeGroups, Unsupported};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
 
+use super::PoolReconciler;
 use super::consolidation::{Seat, candidate, do_not_disrupt, pods_forbid};
 use super::crd::{ConsolidationPolicy, NodePool, PoolNodeStatus, ScalingDecision, SpecError};
 use super::lifecycle::{Member, Phase, blocks_removal, bound_node};
-use super::reconcile::{NextLook, decision, entry, free_room, pod_key};
+use super::packing::Plan as Placement;
+use super::reconcile::{NextLook, decision, entry, free_room};
 use super::resources::{Resources, pod_requests};
-use super::scale_up::{NodeShape, Plan as Placement, fits_shape, is_unschedulable, plan};
+use super::scale_up::{NodeShape, fits_shape, is_unschedulable};
 use super::status::{self, Observed};
-use super::{PoolReconciler, reasons};
 use crate::runtime::ReconcileError;
 
+/// One node group of the pool as a reconcile reads it.
+pub(super) struct Group {
+    pub(super) id: String,
+    pub(super) shape: NodeShape,
+    pub(super) price: Option<f64>,
+    pub(super) max_size: u32,
+}
+
 /// What one reconcile of a pool reads once and accumulates as its steps run.
-struct Round<'a> {
-    pool: &'a NodePool,
-    name: String,
-    groups: &'a dyn NodeGroups,
-    instances: Vec<CloudInstance>,
-    shape: NodeShape,
-    now: Timestamp,
-    next: NextLook,
-    status_nodes: Vec<PoolNodeStatus>,
-    scale_up: Option<ScalingDecision>,
-    scale_down: Option<ScalingDecision>,
+pub(super) struct Round<'a> {
+    pub(super) pool: &'a NodePool,
+    pub(super) name: String,
+    pub(super) groups: &'a dyn NodeGroups,
+    /// The pool's node groups, in spec order.
+    pub(super) offered: Vec<Group>,
+    /// Every instance of those groups, with its group's id.
+    pub(super) instances: Vec<(String, CloudInstance)>,
+    pub(super) now: Timestamp,
+    pub(super) next: NextLook,
+    pub(super) status_nodes: Vec<PoolNodeStatus>,
+    pub(super) scale_up: Option<ScalingDecision>,
+    pub(super) scale_down: Option<ScalingDecision>,
 }
 
 /// The cluster's pods as the scale steps need them.
-struct PodView<'p> {
+pub(super) struct PodView<'p> {
     /// Pods bound to each node, by node name.
-    by_node: BTreeMap<&'p str, Vec<&'p Pod>>,
-    /// Unschedulable pods that would fit the pool's node and count for this pool.
-    pending: Vec<&'p Arc<Pod>>,
+    pub(super) by_node: BTreeMap<&'p str, Vec<&'p Pod>>,
+    /// Unschedulable pods that would fit one of the pool's shapes and count for this pool.
+    pub(super) pending: Vec<&'p Arc<Pod>>,
+}
+
+impl Round<'_> {
+    /// The index in `offered` of a member's group (its shape, price, ...).
+    pub(super) fn group_of(&self, member: &Member) -> usize {
+        self.offered
+            .iter()
+            .position(|g| g.id == member.group)
+            .unwrap_or(0)
+    }
+
+    /// The shape of a member's group.
+    pub(super) fn shape_of(&self, member: &Member) -> &NodeShape {
+        &self.offered[self.group_of(member)].shape
+    }
 }
 
 impl PoolReconciler {
@@ -78,13 +103,12 @@ impl PoolReconciler {
         if let Err(e) = pool.spec.validate() {
             return Err(self.reject(pool, e, status::INVALID_SPEC).await);
         }
-        if let Some(owner) = self.group_owner(pool) {
+        if let Some((group, owner)) = self.group_owner(pool) {
             let e = SpecError::new(
-                "spec.nodeGroup",
+                group_field(pool, &group),
                 format!(
-                    "node group {:?} is already used by NodePool {owner:?}; a node group belongs to one pool \
-                     (the oldest), so this one launches and removes nothing",
-                    pool.spec.node_group
+                    "node group {group:?} is already used by NodePool {owner:?}; a node group belongs to one pool \
+                     (the oldest), so this one launches and removes nothing"
                 ),
             );
             return Err(self.reject(pool, e, status::NODE_GROUP_IN_USE).await);
@@ -92,8 +116,8 @@ impl PoolReconciler {
         Ok(())
     }
 
-    /// The older pool that owns this pool's node group, if it is not this one.
-    pub(super) fn group_owner(&self, pool: &NodePool) -> Option<String> {
+    /// A node group of this pool that an older pool owns, and that pool's name.
+    pub(super) fn group_owner(&self, pool: &NodePool) -> Option<(String, String)> {
         let age = |p: &NodePool| {
             (
                 p.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -101,17 +125,19 @@ impl PoolReconciler {
             )
         };
         let mine = age(pool);
-        self.pools
-            .state()
-            .iter()
-            .filter(|p| {
-                // A pool being deleted keeps its group until its nodes are drained and its finalizer is gone.
-                p.spec.node_group == pool.spec.node_group && p.name_any() != mine.1
-            })
-            .map(|p| age(p))
-            .filter(|other| *other < mine)
-            .min()
-            .map(|(_, name)| name)
+        let pools = self.pools.state();
+        pool.spec.group_ids().into_iter().find_map(|group| {
+            pools
+                .iter()
+                .filter(|p| {
+                    // A pool being deleted keeps its groups until its nodes are drained and its finalizer is gone.
+                    p.spec.group_ids().contains(&group) && p.name_any() != mine.1
+                })
+                .map(|p| age(p))
+                .filter(|other| *other < mine)
+                .min()
+                .map(|(_, name)| (group.to_owned(), name))
+        })
     }
 
     /// Reports `error`: `Valid=False` with `reason` in the status, the `invalid_spec` decision metric, and (through
@@ -144,31 +170,50 @@ impl PoolReconciler {
         })
     }
 
-    /// The group's instances and template node, read once per reconcile.
+    /// The groups' sizes and prices, instances and template nodes, read once per reconcile.
     async fn snapshot<'a>(&'a self, pool: &'a NodePool) -> Result<Round<'a>, ReconcileError> {
         let name = pool.name_any();
         // The manager starts this controller only for providers with node groups.
         let groups = self.provider.node_groups().unwrap_or(&Unsupported);
-        let group = pool.spec.node_group.as_str();
-        let instances = match groups.instances(group).await {
-            Ok(instances) => instances,
-            Err(e) => return Err(self.group_error(pool, "NodeGroupInstances", e).await),
+        let known = match groups.node_groups().await {
+            Ok(known) => known,
+            Err(e) => return Err(ReconcileError::cloud("NodeGroups", e)),
         };
-        let template = match groups.template_node(group).await {
-            Ok(template) => template,
-            Err(e) => return Err(self.group_error(pool, "TemplateNode", e).await),
-        };
-        let shape = NodeShape::for_pool(&template, &pool.spec, &name);
+        let mut offered = Vec::new();
+        let mut instances = Vec::new();
+        for id in pool.spec.group_ids() {
+            let Some(info) = known.iter().find(|g| g.id == id) else {
+                return Err(self.group_error(pool, id, "NodeGroups", None).await);
+            };
+            match groups.instances(id).await {
+                Ok(found) => instances.extend(found.into_iter().map(|i| (id.to_owned(), i))),
+                Err(e) => {
+                    return Err(self
+                        .group_error(pool, id, "NodeGroupInstances", Some(e))
+                        .await);
+                }
+            }
+            let template = match groups.template_node(id).await {
+                Ok(template) => template,
+                Err(e) => return Err(self.group_error(pool, id, "TemplateNode", Some(e)).await),
+            };
+            offered.push(Group {
+                id: id.to_owned(),
+                shape: NodeShape::for_pool(&template, &pool.spec, &name),
+                price: info.price,
+                max_size: info.max_size,
+            });
+        }
         self.with_memory(&name, |m| {
-            m.shape = Some(shape.clone());
+            m.shapes = offered.iter().map(|g| g.shape.clone()).collect();
             m.invalid = None;
         });
         Ok(Round {
             pool,
             name,
             groups,
+            offered,
             instances,
-            shape,
             now: status::now(),
             next: NextLook(self.config.resync_interval),
             status_nodes: Vec::new(),
@@ -177,20 +222,22 @@ impl PoolReconciler {
         })
     }
 
-    /// A provider error about the pool's group: an unknown group is the user's to fix (`Valid=False`), anything
-    /// else the cloud's (retried).
+    /// A provider error about one of the pool's groups: an unknown group (`error` `None` or not-found) is the
+    /// user's to fix (`Valid=False`), anything else the cloud's (retried).
     async fn group_error(
         &self,
         pool: &NodePool,
+        group: &str,
         op: &'static str,
-        e: CloudError,
+        error: Option<CloudError>,
     ) -> ReconcileError {
-        if e.is_not_found() {
-            let message = format!("the provider has no node group {:?}", pool.spec.node_group);
-            let e = SpecError::new("spec.nodeGroup", message);
-            self.reject(pool, e, status::NODE_GROUP_NOT_FOUND).await
-        } else {
-            ReconcileError::cloud(op, e)
+        match error {
+            Some(e) if !e.is_not_found() => ReconcileError::cloud(op, e),
+            _ => {
+                let message = format!("the provider has no node group {group:?}");
+                let e = SpecError::new(group_field(pool, group), message);
+                self.reject(pool, e, status::NODE_GROUP_NOT_FOUND).await
+            }
         }
     }
 
@@ -245,6 +292,12 @@ impl PoolReconciler {
     }
 
     fn pod_view<'p>(&self, round: &Round<'_>, pods: &'p [Arc<Pod>]) -> PodView<'p> {
+        let fits = |p: &Pod| {
+            round
+                .offered
+                .iter()
+                .any(|g| fits_shape(p, &g.shape).is_ok())
+        };
         let mut by_node: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
         for pod in pods {
             if let Some(node) = bound_node(pod) {
@@ -253,108 +306,10 @@ impl PoolReconciler {
         }
         let pending = pods
             .iter()
-            .filter(|p| is_unschedulable(p) && fits_shape(p, &round.shape).is_ok())
-            .filter(|p| self.counts_for(&round.name, p))
+            .filter(|p| is_unschedulable(p) && fits(p))
+            .filter(|p| self.counts_for(round.pool, p))
             .collect();
         PodView { by_node, pending }
-    }
-
-    /// The pending pods bin-packed onto the free room of the live nodes (launching ones included), then new nodes
-    /// up to `maxNodes`.
-    fn placement(
-        &self,
-        round: &Round<'_>,
-        live: &[Member],
-        view: &PodView<'_>,
-        live_count: u32,
-    ) -> Placement {
-        let requests: Vec<Resources> = view.pending.iter().map(|p| pod_requests(p)).collect();
-        let room: Vec<Resources> = live
-            .iter()
-            .map(|m| free_room(m, &round.shape, &view.by_node))
-            .collect();
-        let max_new = round.pool.spec.max_nodes.saturating_sub(live_count);
-        plan(&requests, &room, &round.shape.allocatable, max_new)
-    }
-
-    /// Step 4: launches what the placement needs once the batch of pending pods has settled (or what `minNodes`
-    /// needs); returns how many were launched.
-    async fn scale_up_step(
-        &self,
-        round: &mut Round<'_>,
-        view: &PodView<'_>,
-        placement: &Placement,
-        live_count: u32,
-    ) -> Result<u32, ReconcileError> {
-        let spec = &round.pool.spec;
-        let mut launch = 0;
-        if placement.new_nodes > 0 {
-            let pending_ids: BTreeSet<String> = view.pending.iter().map(|p| pod_key(p)).collect();
-            match self.batch_wait(&round.name, pending_ids) {
-                Some(wait) => round.next.at_most(wait),
-                None => launch = placement.new_nodes,
-            }
-        } else {
-            self.with_memory(&round.name, |m| m.batch = None);
-        }
-        let max_new = spec.max_nodes.saturating_sub(live_count);
-        self.announce_max_nodes(round, placement, max_new);
-        let launch = launch.max(spec.min_nodes.saturating_sub(live_count));
-        if launch == 0 {
-            return Ok(0);
-        }
-        let why = if placement.new_nodes >= launch {
-            format!(
-                "{} pending pod(s): {} on nodes already there or launching, {} on new ones",
-                view.pending.len(),
-                placement.on_existing,
-                placement.on_new
-            )
-        } else {
-            format!("below spec.minNodes {}", spec.min_nodes)
-        };
-        let launched = self
-            .scale_up(
-                round.pool,
-                round.groups,
-                &round.instances,
-                launch,
-                &why,
-                round.now,
-            )
-            .await?;
-        for provider_id in launched {
-            round.status_nodes.push(PoolNodeStatus {
-                provider_id,
-                node_name: None,
-                phase: Phase::Launching.as_str().to_owned(),
-                launched_at: Time(round.now),
-            });
-        }
-        round.scale_up = Some(decision(launch, why, round.now));
-        round.next.at_most(self.config.poll_interval);
-        Ok(launch)
-    }
-
-    /// `NotTriggerScaleUp` when pods are left out at `maxNodes`, announced when their number changes, not on every
-    /// reconcile.
-    fn announce_max_nodes(&self, round: &Round<'_>, placement: &Placement, max_new: u32) {
-        let left_out = (placement.unplaced > 0 && placement.new_nodes == max_new)
-            .then_some(placement.unplaced);
-        let changed = self.with_memory(&round.name, |m| {
-            std::mem::replace(&mut m.left_out_at_max, left_out) != left_out
-        });
-        if left_out.is_some() && changed {
-            self.metrics.decision(&round.name, "max_nodes_reached", 0);
-            self.events.normal(
-                &round.pool.object_ref(&()),
-                reasons::NOT_TRIGGER_SCALE_UP,
-                format!(
-                    "{} pending pod(s) would fit but the pool is at spec.maxNodes {}",
-                    placement.unplaced, round.pool.spec.max_nodes
-                ),
-            );
-        }
     }
 
     /// Step 5: empty, ready nodes not needed by a pending pod are removed after the delay, never below
@@ -469,7 +424,10 @@ impl PoolReconciler {
         let settled = live
             .iter()
             .all(|m| !matches!(m.phase(), Phase::Launching | Phase::Registered));
-        let seats: Vec<Seat> = live.iter().map(|m| seat(m, &round.shape, view)).collect();
+        let seats: Vec<Seat> = live
+            .iter()
+            .map(|m| seat(m, round.shape_of(m), view))
+            .collect();
         let pick = (view.pending.is_empty() && settled && remaining > round.pool.spec.min_nodes)
             .then(|| candidate(&seats))
             .flatten();
@@ -513,7 +471,26 @@ impl PoolReconciler {
             };
             round.status_nodes.push(entry(member, phase));
         }
+        let kept: Vec<Member> = live
+            .iter()
+            .filter(|m| !removed.contains(&m.provider_id))
+            .cloned()
+            .collect();
+        let mut resources = in_use(&round, &kept);
+        for launched in round
+            .status_nodes
+            .iter()
+            .filter(|n| n.phase == Phase::Launching.as_str())
+        {
+            let fresh = !live.iter().any(|m| m.provider_id == launched.provider_id);
+            if let Some(g) = launched.node_group.as_deref().filter(|_| fresh)
+                && let Some(group) = round.offered.iter().find(|o| o.id == g)
+            {
+                resources.add(&group.shape.capacity);
+            }
+        }
         let observed = Observed {
+            resources: resources.to_quantities(),
             nodes: round.status_nodes,
             scale_up: round.scale_up,
             scale_down: round.scale_down,
@@ -552,5 +529,22 @@ fn seat(member: &Member, shape: &NodeShape, view: &PodView<'_>) -> Seat {
         eligible: !pods.is_empty() && !do_not_disrupt(&node.metadata) && !pods_forbid(&pods),
         load: pods.iter().map(|p| pod_requests(p)).collect(),
         room: free_room(member, shape, &view.by_node),
+    }
+}
+
+/// The capacity of the pool's live nodes (their groups' shapes), what counts against `spec.limits`.
+pub(super) fn in_use(round: &Round<'_>, live: &[Member]) -> Resources {
+    let mut sum = Resources::default();
+    for member in live {
+        sum.add(&round.shape_of(member).capacity);
+    }
+    sum
+}
+
+/// The spec field naming `group`: `spec.nodeGroup` or `spec.nodeGroups[i]`.
+fn group_field(pool: &NodePool, group: &str) -> String {
+    match pool.spec.node_groups.iter().position(|g| g == group) {
+        Some(i) if pool.spec.node_group != group => format!("spec.nodeGroups[{i}]"),
+        _ => "spec.nodeGroup".to_owned(),
     }
 }

@@ -81,15 +81,20 @@ impl PoolReconciler {
         if self.group_owner(pool).is_some() {
             return Ok(Vec::new());
         }
-        let instances = match groups.instances(&pool.spec.node_group).await {
-            Ok(instances) => instances,
-            Err(e) if e.is_not_found() => return Ok(Vec::new()),
-            Err(e) => return Err(ReconcileError::cloud("NodeGroupInstances", e)),
-        };
-        let live: Vec<_> = instances
-            .into_iter()
-            .filter(|i| i.state != CloudInstanceState::Deleting)
-            .collect();
+        let mut live = Vec::new();
+        for group in pool.spec.group_ids() {
+            let instances = match groups.instances(group).await {
+                Ok(instances) => instances,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(ReconcileError::cloud("NodeGroupInstances", e)),
+            };
+            live.extend(
+                instances
+                    .into_iter()
+                    .filter(|i| i.state != CloudInstanceState::Deleting)
+                    .map(|i| (group.to_owned(), i)),
+            );
+        }
         Ok(self.members(pool, &live, status::now()))
     }
 
@@ -142,7 +147,7 @@ impl PoolReconciler {
         member: &Member,
         node: Option<&Node>,
     ) -> Result<(), ReconcileError> {
-        delete_instance(groups, pool, &member.provider_id).await?;
+        delete_instance(groups, member).await?;
         let name = pool.name_any();
         let node_name = node.map_or_else(|| "(none)".to_owned(), ResourceExt::name_any);
         info!(pool = %name, node = %node_name, provider_id = %member.provider_id, "removed node of deleted pool");

@@ -140,7 +140,7 @@ impl Provisioning {
 }
 
 /// A node group of the fake cloud.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NodeGroupSpec {
     /// Unique id; instances are named `<id>-<n>` with provider ID `<provider>://<id>-<n>`, `n` counting from 1.
@@ -162,6 +162,10 @@ pub struct NodeGroupSpec {
     /// How new instances come up.
     #[serde(default)]
     pub provisioning: Provisioning,
+    /// What one instance costs per hour (reported as [`NodeGroup::price`](cloudprovider_api::NodeGroup::price));
+    /// a node pool offering several groups launches the cheapest that fits. Default: unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
 }
 
 impl NodeGroupSpec {
@@ -175,7 +179,15 @@ impl NodeGroupSpec {
             template: NodeTemplate::default(),
             provision_delay_ms: 0,
             provisioning: Provisioning::Succeed,
+            price: None,
         }
+    }
+
+    /// Sets the price per instance-hour.
+    #[must_use]
+    pub fn with_price(mut self, price: f64) -> Self {
+        self.price = Some(price);
+        self
     }
 
     /// Sets the initial size.
@@ -240,6 +252,14 @@ impl NodeGroupSpec {
                     format!("must be at most {MAX_NODE_GROUP_SIZE}"),
                 ));
             }
+        }
+        if let Some(price) = self.price
+            && !(price.is_finite() && price >= 0.0)
+        {
+            return Err(FakeError::config(
+                format!("{field}.price"),
+                format!("{price} is not a non-negative number"),
+            ));
         }
         if self.provision_delay_ms > MAX_DELAY_MS {
             return Err(FakeError::config(

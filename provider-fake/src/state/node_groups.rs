@@ -121,10 +121,12 @@ impl State {
     pub(crate) fn node_groups(&self) -> Vec<NodeGroup> {
         self.groups
             .values()
-            .map(|g| NodeGroup {
-                id: g.spec.id.clone(),
-                min_size: g.spec.min_size,
-                max_size: g.spec.max_size,
+            .map(|g| {
+                let group = NodeGroup::new(g.spec.id.clone(), g.spec.min_size, g.spec.max_size);
+                match g.spec.price {
+                    Some(price) => group.with_price(price),
+                    None => group,
+                }
             })
             .collect()
     }

@@ -1,0 +1,447 @@
+//! Instance choice of the node-pool controller against a real kube-apiserver, kube-scheduler, kwok and
+//! kube-controller-manager's Deployment controllers, with provider-fake's node groups as the offering:
+//!
+//! | group     | CPU | memory | zone   | price/h |
+//! |-----------|-----|--------|--------|---------|
+//! | `small-a` | 2   | 8Gi    | zone-a | 0.10    |
+//! | `large-a` | 8   | 32Gi   | zone-a | 0.30    |
+//! | `large-b` | 8   | 32Gi   | zone-b | 0.30    |
+//!
+//! Cheapest fit, `limits`, zone spread, pod anti-affinity, `weight` between pools and `startupTaints`.
+
+mod common;
+mod node_pool_env;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{Env, events_about, eventually};
+use controller_core::cloud_node::{CloudNodeConfig, CloudNodeController};
+use controller_core::node_pool::{
+    INITIALIZED_LABEL, NodePool, NodePoolConfig, NodePoolController, NodePoolSpec, POOL_LABEL,
+    UNREGISTERED_TAINT,
+};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, Node, Pod, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Taint, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use provider_fake::{
+    FakeCloud, FakeInstanceState, KubeletOptions, MachineKubelets, NodeGroupSpec, NodeTemplate,
+};
+use test_support::{ControlPlane, KwokOptions};
+
+use node_pool_env::{WAIT, install_crd, phase};
+
+const ZONE: &str = "topology.kubernetes.io/zone";
+const GROUPS: [(&str, &str, &str, &str, f64); 3] = [
+    ("small-a", "2", "8Gi", "zone-a", 0.10),
+    ("large-a", "8", "32Gi", "zone-a", 0.30),
+    ("large-b", "8", "32Gi", "zone-b", 0.30),
+];
+
+struct Cluster {
+    env: Env,
+    _kubelets: MachineKubelets,
+}
+
+async fn cluster() -> Cluster {
+    let cloud = FakeCloud::new();
+    for (id, cpu, memory, zone, price) in GROUPS {
+        let template = NodeTemplate {
+            instance_type: Some(format!("fake.{}", id.trim_end_matches(['-', 'a', 'b']))),
+            zone: Some(zone.into()),
+            labels: BTreeMap::from([("tier".to_owned(), "shared".to_owned())]),
+            cpu: cpu.into(),
+            memory: memory.into(),
+            pods: "110".into(),
+            ..NodeTemplate::default()
+        };
+        cloud
+            .add_node_group(
+                NodeGroupSpec::new(id, 0, 20)
+                    .with_template(template)
+                    .with_price(price),
+            )
+            .unwrap_or_else(|e| panic!("node group: {e}"));
+    }
+    let cp = ControlPlane::builder()
+        .scheduler(true)
+        .controller_manager(["deployment-controller", "replicaset-controller"])
+        .kwok(KwokOptions::default())
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("control plane: {e}"));
+    let env = Env::start_on(cp, cloud);
+    install_crd(&env).await;
+    env.run(CloudNodeController::new(CloudNodeConfig::default()));
+    env.run(NodePoolController::new(NodePoolConfig::default()));
+    let mut options = KubeletOptions::new().register_with_taint(UNREGISTERED_TAINT, "NoExecute");
+    for (id, ..) in GROUPS {
+        options = options.group(id);
+    }
+    let kubelets = MachineKubelets::start(env.client(), env.ctx.provider.clone(), options)
+        .unwrap_or_else(|e| panic!("machine kubelets: {e}"));
+    Cluster {
+        env,
+        _kubelets: kubelets,
+    }
+}
+
+fn spec(groups: &[&str]) -> NodePoolSpec {
+    let mut spec = NodePoolSpec::new("", 20);
+    spec.node_groups = groups.iter().map(|g| (*g).to_owned()).collect();
+    spec.empty_node_delay_seconds = 600;
+    spec
+}
+
+async fn create_pool(env: &Env, name: &str, spec: NodePoolSpec) {
+    let pools: Api<NodePool> = Api::all(env.client());
+    pools
+        .create(&PostParams::default(), &NodePool::new(name, spec))
+        .await
+        .unwrap_or_else(|e| panic!("create NodePool: {e}"));
+}
+
+/// A Deployment of `replicas` pods of `cpu` (and 512Mi) selecting `selector`, the pod spec then changed by `edit`.
+fn workload(
+    app: &str,
+    replicas: i32,
+    cpu: &str,
+    selector: (&str, &str),
+    edit: impl FnOnce(&mut PodSpec),
+) -> Deployment {
+    let labels = BTreeMap::from([("app".to_owned(), app.to_owned())]);
+    let mut spec = PodSpec {
+        node_selector: Some(BTreeMap::from([(
+            selector.0.to_owned(),
+            selector.1.to_owned(),
+        )])),
+        containers: vec![Container {
+            name: "app".into(),
+            image: Some("registry.example/app:1".into()),
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_owned(), Quantity(cpu.into())),
+                    ("memory".to_owned(), Quantity("512Mi".into())),
+                ])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    edit(&mut spec);
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(app.to_owned()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(spec),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn app_selector(app: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([("app".to_owned(), app.to_owned())])),
+        ..Default::default()
+    }
+}
+
+async fn deploy(env: &Env, deployment: Deployment) {
+    let api: Api<Deployment> = Api::namespaced(env.client(), "default");
+    api.create(&PostParams::default(), &deployment)
+        .await
+        .unwrap_or_else(|e| panic!("create Deployment: {e}"));
+}
+
+async fn scale(env: &Env, app: &str, replicas: i32) {
+    let api: Api<Deployment> = Api::namespaced(env.client(), "default");
+    let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+    api.patch(app, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("scale Deployment: {e}"));
+}
+
+async fn pods_of(env: &Env, app: &str) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(env.client(), "default");
+    api.list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+async fn running(env: &Env, app: &str, n: usize) -> Option<Vec<Pod>> {
+    let pods = pods_of(env, app).await;
+    let up: Vec<Pod> = pods.into_iter().filter(|p| phase(p) == "Running").collect();
+    (up.len() == n).then_some(up)
+}
+
+fn node_of(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default()
+}
+
+/// Live instances per node group.
+fn launched(env: &Env) -> BTreeMap<String, usize> {
+    GROUPS
+        .iter()
+        .map(|(id, ..)| {
+            let live = env
+                .cloud
+                .node_group_members(id)
+                .unwrap_or_else(|e| panic!("members: {e}"))
+                .into_iter()
+                .filter(|i| i.state != FakeInstanceState::Terminated)
+                .count();
+            ((*id).to_owned(), live)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+async fn pool(env: &Env, name: &str) -> NodePool {
+    let pools: Api<NodePool> = Api::all(env.client());
+    pools
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get pool: {e}"))
+}
+
+async fn node_zone(env: &Env, name: &str) -> String {
+    let node = env
+        .nodes()
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    node.labels().get(ZONE).cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cheapest_shapes_that_fit_are_launched_within_limits() {
+    // Bound by name, not `..`: the machine kubelets stop when dropped.
+    let Cluster { env, _kubelets } = cluster().await;
+    let mut limited = spec(&["small-a", "large-a", "large-b"]);
+    limited.limits.insert("cpu".into(), Quantity("10".into()));
+    create_pool(&env, "choice", limited).await;
+
+    // Eight 1-CPU pods: one 8-CPU node ($0.30), not four 2-CPU ones ($0.40).
+    deploy(
+        &env,
+        workload("web", 8, "1", (POOL_LABEL, "choice"), |_| {}),
+    )
+    .await;
+    eventually(WAIT, "8 replicas Running", || running(&env, "web", 8)).await;
+    assert_eq!(launched(&env), counts(&[("large-a", 1)]));
+
+    // Four more: the limit of 10 CPUs leaves room for one 2-CPU node, two pods stay pending.
+    scale(&env, "web", 12).await;
+    eventually(WAIT, "10 replicas Running", || running(&env, "web", 10)).await;
+    assert_eq!(launched(&env), counts(&[("large-a", 1), ("small-a", 1)]));
+    let note = eventually(WAIT, "NotTriggerScaleUp naming the limits", || async {
+        events_about(&env, "choice")
+            .await
+            .into_iter()
+            .map(|(_, _, note)| note)
+            .find(|n| n.contains("spec.limits"))
+    })
+    .await;
+    assert!(note.starts_with("2 pending pod(s)"), "{note}");
+    let status = eventually(WAIT, "status resources", || async {
+        pool(&env, "choice")
+            .await
+            .status
+            .filter(|s| s.ready_nodes == 2)
+    })
+    .await;
+    assert_eq!(
+        status.resources.get("cpu").map(|q| q.0.as_str()),
+        Some("10"),
+        "{status:#?}"
+    );
+    let groups: BTreeSet<Option<&str>> = status
+        .nodes
+        .iter()
+        .map(|n| n.node_group.as_deref())
+        .collect();
+    assert_eq!(groups, BTreeSet::from([Some("large-a"), Some("small-a")]));
+    // Still nothing more after a while: the limit holds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(launched(&env), counts(&[("large-a", 1), ("small-a", 1)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_spread_and_pod_anti_affinity_shape_the_launches() {
+    // Bound by name, not `..`: the machine kubelets stop when dropped.
+    let Cluster { env, _kubelets } = cluster().await;
+    create_pool(&env, "zones", spec(&["small-a", "large-a", "large-b"])).await;
+
+    // Four pods spread over zones with a skew of 1: a node in each zone, the cheapest each zone has.
+    let spread = workload("spread", 4, "100m", (POOL_LABEL, "zones"), |s| {
+        s.topology_spread_constraints = Some(vec![TopologySpreadConstraint {
+            label_selector: Some(app_selector("spread")),
+            max_skew: 1,
+            topology_key: ZONE.into(),
+            when_unsatisfiable: "DoNotSchedule".into(),
+            ..Default::default()
+        }]);
+    });
+    deploy(&env, spread).await;
+    eventually(WAIT, "4 spread replicas Running", || {
+        running(&env, "spread", 4)
+    })
+    .await;
+    assert_eq!(launched(&env), counts(&[("large-b", 1), ("small-a", 1)]));
+
+    // Three pods that must not share a node: the two nodes take one each, one more (the cheapest) for the third.
+    let solo = workload("solo", 3, "100m", (POOL_LABEL, "zones"), |s| {
+        s.affinity = Some(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                    label_selector: Some(app_selector("solo")),
+                    topology_key: "kubernetes.io/hostname".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    });
+    deploy(&env, solo).await;
+    let pods = eventually(WAIT, "3 solo replicas Running", || running(&env, "solo", 3)).await;
+    let nodes: BTreeSet<String> = pods.iter().map(node_of).collect();
+    assert_eq!(nodes.len(), 3, "one per node: {nodes:?}");
+    assert_eq!(launched(&env), counts(&[("large-b", 1), ("small-a", 2)]));
+    let mut zones = BTreeSet::new();
+    for name in &nodes {
+        zones.insert(node_zone(&env, name).await);
+    }
+    assert_eq!(
+        zones,
+        BTreeSet::from(["zone-a".to_owned(), "zone-b".to_owned()])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heavier_pool_takes_shared_pods_and_startup_taints_hold_them() {
+    // Bound by name, not `..`: the machine kubelets stop when dropped.
+    let Cluster { env, _kubelets } = cluster().await;
+    let mut light = spec(&["large-a"]);
+    light.weight = Some(10);
+    create_pool(&env, "light", light).await;
+    let mut heavy = spec(&["small-a"]);
+    heavy.weight = Some(50);
+    heavy.startup_taints = vec![Taint {
+        key: "example.com/agent-not-ready".into(),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    }];
+    create_pool(&env, "heavy", heavy).await;
+    for name in ["light", "heavy"] {
+        eventually(WAIT, "both pools looked at", || async {
+            pool(&env, name)
+                .await
+                .status
+                .filter(|s| !s.conditions.is_empty())
+        })
+        .await;
+    }
+
+    // Pods either pool could take (both label their nodes tier=shared): the heavier pool launches.
+    deploy(
+        &env,
+        workload("shared", 2, "500m", ("tier", "shared"), |_| {}),
+    )
+    .await;
+    let node = eventually(WAIT, "a Node of the heavy pool", || async {
+        let nodes = env.nodes().list(&ListParams::default()).await.ok()?;
+        nodes
+            .items
+            .into_iter()
+            .find(|n| n.labels().get(POOL_LABEL).map(String::as_str) == Some("heavy"))
+    })
+    .await;
+    let taints = |n: &Node| -> Vec<String> {
+        n.spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .map(|t| t.iter().map(|t| t.key.clone()).collect())
+            .unwrap_or_default()
+    };
+    assert!(
+        taints(&node).contains(&"example.com/agent-not-ready".to_owned()),
+        "{:?}",
+        taints(&node)
+    );
+    // The startup taint keeps the pods off, but the pool counts the node: no second launch, not initialized.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(launched(&env), counts(&[("small-a", 1)]));
+    let pods = pods_of(&env, "shared").await;
+    assert!(pods.iter().all(|p| phase(p) == "Pending"), "{pods:#?}");
+    let nodes = env.nodes();
+    let now = nodes
+        .get(&node.name_any())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!now.labels().contains_key(INITIALIZED_LABEL));
+
+    // The agent removes its taint: the pods run, the node is initialized, the taint does not come back.
+    let kept: Vec<Taint> = now
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.key != "example.com/agent-not-ready")
+        .collect();
+    let patch = serde_json::json!({ "spec": { "taints": kept } });
+    nodes
+        .patch(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    eventually(WAIT, "2 shared replicas Running", || {
+        running(&env, "shared", 2)
+    })
+    .await;
+    let initialized = eventually(WAIT, "the initialized label", || async {
+        let n = nodes.get_opt(&node.name_any()).await.ok()??;
+        n.labels().contains_key(INITIALIZED_LABEL).then_some(n)
+    })
+    .await;
+    assert!(
+        !taints(&initialized).contains(&"example.com/agent-not-ready".to_owned()),
+        "{:?}",
+        taints(&initialized)
+    );
+    assert_eq!(launched(&env), counts(&[("small-a", 1)]));
+}
