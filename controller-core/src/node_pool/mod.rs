@@ -19,7 +19,8 @@
 //! 3. **Registration**: a Node whose `spec.providerID` is one of the group's instances gets the pool's labels
 //!    (and [`POOL_LABEL`]) and taints (and, this once, its `startupTaints`), and loses [`UNREGISTERED_TAINT`],
 //!    in one write (`Registered` Event); it counts as ready once initialized, startup taints gone too
-//!    (`Initialized` Event, `node_pool_launch_to_ready_seconds`), and is then labelled [`INITIALIZED_LABEL`], so the initialization timeout never applies to it again.
+//!    (`Initialized` Event, `node_pool_launch_to_ready_seconds`), and is then labelled [`INITIALIZED_LABEL`],
+//!    so the initialization timeout never applies to it again.
 //! 4. **Scale up** (`launch`, deciding in `packing`): unschedulable pods (`PodScheduled=False`, reason
 //!    `Unschedulable`) that would fit one of the pool's shapes — one per node group in `nodeGroup`/`nodeGroups`,
 //!    its template node plus the pool's labels and taints (nodeSelector, required node affinity, tolerations,
