@@ -8,19 +8,11 @@
 //! Nodes annotated, or running a pod annotated, [`DO_NOT_DISRUPT`] or Karpenter's `karpenter.sh/do-not-disrupt`
 //! (`"true"`) are never consolidated; an annotated Node is not removed when empty either.
 //!
-//! [`candidate`] decides; [`PoolReconciler::consolidate`] writes.
+//! [`candidate`] decides; [`disrupt`](super::disrupt) writes.
 
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::{Resource, ResourceExt};
-use tracing::info;
+use k8s_openapi::api::core::v1::Pod;
 
-use super::crd::NodePool;
-use super::lifecycle::Member;
-use super::reconcile::delete_instance;
 use super::resources::Resources;
-use super::{PoolReconciler, reasons};
-use crate::runtime::ReconcileError;
-use cloudprovider_api::NodeGroups;
 
 /// Annotation (`"true"`) on a pod or a Node that keeps the node from voluntary disruption (Karpenter:
 /// `karpenter.sh/do-not-disrupt`, also honoured).
@@ -86,39 +78,10 @@ pub(crate) fn pods_forbid(pods: &[&Pod]) -> bool {
     pods.iter().any(|p| do_not_disrupt(&p.metadata))
 }
 
-impl PoolReconciler {
-    /// One pass of consolidating `member`: drain it; once drained and its Node deleted, terminate its instance.
-    /// True when it is gone.
-    pub(super) async fn consolidate(
-        &self,
-        pool: &NodePool,
-        groups: &dyn NodeGroups,
-        member: &Member,
-        node: &Node,
-    ) -> Result<bool, ReconcileError> {
-        if !self.drain_and_delete(pool, node).await? {
-            return Ok(false);
-        }
-        delete_instance(groups, member).await?;
-        let pool_ref = pool.object_ref(&());
-        let note = format!(
-            "consolidated underutilized node {} (instance {}): its pods fit on the pool's other nodes",
-            node.name_any(),
-            member.provider_id
-        );
-        info!(pool = %pool.name_any(), node = node.name_any(), "consolidated underutilized node");
-        self.metrics.decision(&pool.name_any(), "consolidation", 1);
-        self.events
-            .normal(&pool_ref, reasons::SCALE_DOWN, note.clone());
-        self.events
-            .normal(&node.object_ref(&()), reasons::SCALE_DOWN, note);
-        Ok(true)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Node;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use std::collections::BTreeMap;
 

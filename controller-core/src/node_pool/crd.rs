@@ -123,6 +123,47 @@ pub struct NodePoolSpec {
     /// pods need not tolerate them to count for the pool, and a node is initialized only once they are gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub startup_taints: Vec<Taint>,
+    /// How long a node may live before it is replaced (Karpenter's `expireAfter`), e.g. `720h` or `30m`;
+    /// `Never` or unset: nodes do not expire. A replacement is launched and Ready before the node is drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_after: Option<String>,
+    /// How many of the pool's nodes may be disrupted at once (consolidated, expired, drifted or removed empty),
+    /// as Karpenter's `disruption.budgets`: the smallest applies; default one budget of `10%` (rounded up, so at
+    /// least one node while the pool has any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disruption_budgets: Vec<DisruptionBudget>,
+}
+
+/// At most `nodes` of a pool's nodes disrupted at the same time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct DisruptionBudget {
+    /// A count (`"1"`, `"0"` to stop voluntary disruption) or a percentage of the pool's nodes (`"10%"`,
+    /// rounded up).
+    pub nodes: String,
+}
+
+impl DisruptionBudget {
+    /// A budget of `nodes` (`"1"`, `"20%"`).
+    pub fn new(nodes: impl Into<String>) -> Self {
+        Self {
+            nodes: nodes.into(),
+        }
+    }
+
+    /// How many of `total` nodes this budget lets be disrupted at once; `None` if `nodes` is malformed.
+    pub fn allowed(&self, total: u32) -> Option<u32> {
+        let text = self.nodes.trim();
+        match text.strip_suffix('%') {
+            Some(percent) => {
+                let p: u32 = percent.trim().parse().ok().filter(|p| *p <= 100)?;
+                let scaled = u64::from(total) * u64::from(p);
+                u32::try_from(scaled.div_ceil(100)).ok()
+            }
+            None => text.parse().ok(),
+        }
+    }
 }
 
 /// Which nodes of a pool are removed to save capacity.
@@ -186,7 +227,34 @@ impl NodePoolSpec {
             limits: BTreeMap::new(),
             weight: None,
             startup_taints: Vec::new(),
+            expire_after: None,
+            disruption_budgets: Vec::new(),
         }
+    }
+
+    /// [`expire_after`](Self::expire_after) as a duration; `Ok(None)` for never.
+    pub fn expire_after(&self) -> Result<Option<Duration>, SpecError> {
+        match self.expire_after.as_deref().map(str::trim) {
+            None | Some("Never") | Some("") => Ok(None),
+            Some(text) => humantime::parse_duration(text).map(Some).map_err(|e| {
+                SpecError::new(
+                    "spec.expireAfter",
+                    format!("{text:?} is not a duration such as \"720h\" or \"Never\": {e}"),
+                )
+            }),
+        }
+    }
+
+    /// How many of `total` nodes may be disrupted at once: the smallest budget, `10%` (rounded up) by default.
+    pub fn disruptions_allowed(&self, total: u32) -> u32 {
+        if self.disruption_budgets.is_empty() {
+            return DisruptionBudget::new("10%").allowed(total).unwrap_or(1);
+        }
+        self.disruption_budgets
+            .iter()
+            .filter_map(|b| b.allowed(total))
+            .min()
+            .unwrap_or(0)
     }
 
     /// The node groups the pool launches from: `nodeGroup` (if set), then `nodeGroups`, without repeats.
@@ -238,6 +306,18 @@ impl NodePoolSpec {
         }
         for (i, taint) in self.startup_taints.iter().enumerate() {
             check_taint(taint, &format!("spec.startupTaints[{i}]"))?;
+        }
+        self.expire_after()?;
+        for (i, budget) in self.disruption_budgets.iter().enumerate() {
+            if budget.allowed(1).is_none() {
+                return Err(SpecError::new(
+                    format!("spec.disruptionBudgets[{i}].nodes"),
+                    format!(
+                        "{:?} is neither a count such as \"1\" nor a percentage such as \"10%\"",
+                        budget.nodes
+                    ),
+                ));
+            }
         }
         if self.min_nodes > self.max_nodes {
             return Err(SpecError::new(
@@ -478,6 +558,39 @@ mod tests {
         assert_eq!(
             spec.validate().map_err(|e| e.field),
             Err("spec.startupTaints[0].key".into())
+        );
+    }
+
+    #[test]
+    fn budgets_and_expiry_parse_as_karpenter_writes_them() {
+        let mut spec = NodePoolSpec::new("g", 10);
+        assert_eq!(spec.disruptions_allowed(0), 0);
+        assert_eq!(spec.disruptions_allowed(3), 1, "10% rounded up");
+        assert_eq!(spec.disruptions_allowed(25), 3);
+        spec.disruption_budgets = vec![DisruptionBudget::new("50%"), DisruptionBudget::new("2")];
+        assert_eq!(spec.disruptions_allowed(10), 2, "the smallest applies");
+        spec.disruption_budgets = vec![DisruptionBudget::new("0")];
+        assert_eq!(spec.disruptions_allowed(10), 0);
+        spec.disruption_budgets = vec![DisruptionBudget::new("ten")];
+        assert_eq!(
+            spec.validate().map_err(|e| e.field),
+            Err("spec.disruptionBudgets[0].nodes".into())
+        );
+        spec.disruption_budgets = vec![DisruptionBudget::new("120%")];
+        assert!(spec.validate().is_err());
+        spec.disruption_budgets.clear();
+        assert_eq!(spec.expire_after(), Ok(None));
+        spec.expire_after = Some("720h".into());
+        assert_eq!(
+            spec.expire_after(),
+            Ok(Some(Duration::from_secs(720 * 3600)))
+        );
+        spec.expire_after = Some("Never".into());
+        assert_eq!(spec.expire_after(), Ok(None));
+        spec.expire_after = Some("soon".into());
+        assert_eq!(
+            spec.validate().map_err(|e| e.field),
+            Err("spec.expireAfter".into())
         );
     }
 

@@ -27,44 +27,8 @@ impl PoolReconciler {
         view: &PodView<'_>,
         live_count: u32,
     ) -> Placement {
-        let offers: Vec<Offer<'_>> = round
-            .offered
-            .iter()
-            .map(|g| {
-                let have = round
-                    .instances
-                    .iter()
-                    .filter(|(id, i)| *id == g.id && i.state != CloudInstanceState::Deleting)
-                    .count();
-                Offer {
-                    shape: &g.shape,
-                    price: g.price,
-                    headroom: g
-                        .max_size
-                        .saturating_sub(u32::try_from(have).unwrap_or(u32::MAX)),
-                }
-            })
-            .collect();
-        let existing: Vec<Existing<'_>> = live
-            .iter()
-            .map(|m| {
-                let hostname = m
-                    .node
-                    .as_ref()
-                    .map_or_else(|| m.provider_id.clone(), |n| n.name_any());
-                let pods = view
-                    .by_node
-                    .get(hostname.as_str())
-                    .cloned()
-                    .unwrap_or_default();
-                Existing {
-                    offer: round.group_of(m),
-                    free: free_room(m, round.shape_of(m), &view.by_node),
-                    hostname,
-                    pods,
-                }
-            })
-            .collect();
+        let offers = offers(round);
+        let existing = existing(round, live, view);
         let budget = Budget {
             max_new: round.pool.spec.max_nodes.saturating_sub(live_count),
             limits: self.remaining_limits(round, live),
@@ -82,7 +46,7 @@ impl PoolReconciler {
     }
 
     /// `spec.limits` minus the capacity of the pool's live nodes; `None` without limits.
-    fn remaining_limits(&self, round: &Round<'_>, live: &[Member]) -> Option<Resources> {
+    pub(super) fn remaining_limits(&self, round: &Round<'_>, live: &[Member]) -> Option<Resources> {
         let limits = &round.pool.spec.limits;
         if limits.is_empty() {
             return None;
@@ -227,4 +191,55 @@ impl PoolReconciler {
             );
         }
     }
+}
+
+/// The pool's groups as [`packing`] offers: shape, price, and how many more instances each takes (none for a group
+/// the pool no longer names).
+pub(super) fn offers<'r>(round: &'r Round<'_>) -> Vec<Offer<'r>> {
+    round
+        .offered
+        .iter()
+        .map(|g| {
+            let have = round
+                .instances
+                .iter()
+                .filter(|(id, i)| *id == g.id && i.state != CloudInstanceState::Deleting)
+                .count();
+            Offer {
+                shape: &g.shape,
+                price: g.price,
+                headroom: g
+                    .max_size
+                    .saturating_sub(u32::try_from(have).unwrap_or(u32::MAX)),
+            }
+        })
+        .collect()
+}
+
+/// `members` as [`packing`] sees them: their group, hostname, free room and bound pods.
+pub(super) fn existing<'p>(
+    round: &Round<'_>,
+    members: &[Member],
+    view: &PodView<'p>,
+) -> Vec<Existing<'p>> {
+    members
+        .iter()
+        .map(|m| {
+            let hostname = m
+                .node
+                .as_ref()
+                .map_or_else(|| m.provider_id.clone(), |n| n.name_any());
+            let pods = view
+                .by_node
+                .get(hostname.as_str())
+                .cloned()
+                .unwrap_or_default();
+            Existing {
+                offer: round.group_of(m),
+                free: free_room(m, round.shape_of(m), &view.by_node),
+                hostname,
+                pods,
+            }
+        })
+        .collect()
 }

@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
 use super::crd::{INITIALIZED_LABEL, NodePoolSpec, POOL_LABEL, UNREGISTERED_TAINT};
+use super::disruption::NODEPOOL_HASH_ANNOTATION;
 use crate::cloud_node::UNINITIALIZED_TAINT;
 
 /// One instance of the pool's node group, with its Node once registered.
@@ -259,7 +260,14 @@ pub(crate) fn registration_patch(
         }
     }
     let taints_change = wanted.as_slice() != current;
-    if labels.is_empty() && !taints_change {
+    // The template digest is written once (at registration, or the first time a node is seen without it); a
+    // different digest later is drift.
+    let unmarked = node
+        .metadata
+        .annotations
+        .as_ref()
+        .is_none_or(|a| !a.contains_key(NODEPOOL_HASH_ANNOTATION));
+    if labels.is_empty() && !taints_change && !unmarked {
         return None;
     }
     let mut patch = json!({
@@ -268,6 +276,10 @@ pub(crate) fn registration_patch(
             "labels": labels,
         }
     });
+    if unmarked {
+        patch["metadata"]["annotations"] =
+            json!({ NODEPOOL_HASH_ANNOTATION: super::disruption::template_hash(spec) });
+    }
     if taints_change {
         patch["spec"] = json!({ "taints": wanted });
     }
@@ -459,6 +471,10 @@ mod tests {
             .filter_map(|t| t["key"].as_str())
             .collect();
         assert_eq!(keys, vec!["dedicated"]);
+        assert_eq!(
+            patch["metadata"]["annotations"][NODEPOOL_HASH_ANNOTATION],
+            super::super::disruption::template_hash(&s).as_str()
+        );
 
         // Initialized: marked so.
         let initialized = node(0, None, true);
@@ -477,6 +493,30 @@ mod tests {
         if let Some(spec) = done.spec.as_mut() {
             spec.taints = Some(s.taints.clone());
         }
+        done.metadata.annotations = Some(BTreeMap::from([(
+            NODEPOOL_HASH_ANNOTATION.to_owned(),
+            "an older digest".to_owned(),
+        )]));
+        // The digest is not rewritten: a different one is drift, for the disruption step to act on.
         assert_eq!(registration_patch(&done, "pool-a", &s), None);
+
+        // Startup taints go on with the first write only.
+        s.startup_taints.push(Taint {
+            key: "agent".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        });
+        let Some(first) = registration_patch(&n, "pool-a", &s) else {
+            panic!("expected a patch")
+        };
+        assert!(
+            first["spec"]["taints"].to_string().contains("\"agent\""),
+            "{first}"
+        );
+        assert_eq!(
+            registration_patch(&done, "pool-a", &s),
+            None,
+            "not put back once registered"
+        );
     }
 }

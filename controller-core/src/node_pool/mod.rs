@@ -61,6 +61,8 @@
 
 mod consolidation;
 mod crd;
+mod disrupt;
+mod disruption;
 mod drain;
 mod launch;
 mod lifecycle;
@@ -92,10 +94,11 @@ use tracing::debug;
 
 pub use consolidation::DO_NOT_DISRUPT;
 pub use crd::{
-    ConsolidationPolicy, DeletionPolicy, GROUP, INITIALIZED_LABEL, NodePool, NodePoolSpec,
-    NodePoolStatus, POOL_LABEL, PoolNodeStatus, ScalingDecision, SpecError, TERMINATION_FINALIZER,
-    UNREGISTERED_TAINT,
+    ConsolidationPolicy, DeletionPolicy, DisruptionBudget, GROUP, INITIALIZED_LABEL, NodePool,
+    NodePoolSpec, NodePoolStatus, POOL_LABEL, PoolNodeStatus, ScalingDecision, SpecError,
+    TERMINATION_FINALIZER, UNREGISTERED_TAINT,
 };
+pub use disruption::NODEPOOL_HASH_ANNOTATION;
 pub use drain::DISRUPTED_TAINT;
 pub use metrics::{DecisionLabels, NodePoolMetrics, NodeStateLabels, PoolLabel};
 
@@ -139,6 +142,14 @@ pub mod reasons {
     pub const FAILED_DRAINING: &str = "FailedDraining";
     /// Normal: a drained node of the deleted pool was deleted and its instance terminated.
     pub const TERMINATED: &str = "Terminated";
+    /// Normal: replacement nodes are launched before a node is disrupted (Karpenter's reason).
+    pub const DISRUPTION_LAUNCHING: &str = "DisruptionLaunching";
+    /// Normal: a disruption waits for its replacement nodes to be ready (Karpenter's reason).
+    pub const DISRUPTION_WAITING_READINESS: &str = "DisruptionWaitingReadiness";
+    /// Normal, on the pool and the Node: a disrupted node is being drained (Karpenter's reason).
+    pub const DISRUPTION_TERMINATING: &str = "DisruptionTerminating";
+    /// Normal: a node cannot be disrupted now (its pods would fit nowhere else) (Karpenter's reason).
+    pub const DISRUPTION_BLOCKED: &str = "DisruptionBlocked";
     /// Warning: a reconcile failed (cloud or API error); retried with backoff.
     pub const SYNC_FAILED: &str = "NodePoolSyncFailed";
 }
@@ -346,8 +357,8 @@ struct PoolMemory {
     invalid: Option<(Option<i64>, tokio::time::Instant)>,
     /// Provider IDs whose drain was announced (the pool is being deleted).
     draining: std::collections::BTreeSet<String>,
-    /// The node being consolidated (provider ID), until it is gone.
-    consolidating: Option<String>,
+    /// The nodes being disrupted (by provider ID), until they are gone.
+    disrupting: BTreeMap<String, disruption::Disruption>,
     /// The consolidation candidate, and since when it has been one.
     underused: Option<(String, tokio::time::Instant)>,
 }

@@ -13,12 +13,13 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 
 use super::PoolReconciler;
-use super::consolidation::{Seat, candidate, do_not_disrupt, pods_forbid};
-use super::crd::{ConsolidationPolicy, NodePool, PoolNodeStatus, ScalingDecision, SpecError};
+use super::consolidation::do_not_disrupt;
+use super::crd::{NodePool, PoolNodeStatus, ScalingDecision, SpecError};
+use super::disruption::room_in_budget;
 use super::lifecycle::{Member, Phase, blocks_removal, bound_node};
 use super::packing::Plan as Placement;
-use super::reconcile::{NextLook, decision, entry, free_room};
-use super::resources::{Resources, pod_requests};
+use super::reconcile::{NextLook, decision, entry};
+use super::resources::Resources;
 use super::scale_up::{NodeShape, fits_shape, is_unschedulable};
 use super::status::{self, Observed};
 use crate::runtime::ReconcileError;
@@ -208,6 +209,8 @@ impl PoolReconciler {
             m.shapes = offered.iter().map(|g| g.shape.clone()).collect();
             m.invalid = None;
         });
+        self.retired_groups(pool, &known, &mut offered, &mut instances)
+            .await?;
         Ok(Round {
             pool,
             name,
@@ -220,6 +223,46 @@ impl PoolReconciler {
             scale_up: None,
             scale_down: None,
         })
+    }
+
+    /// The groups the pool's nodes came from that its spec no longer names (from `status.nodes[].nodeGroup`):
+    /// their instances stay members — drifted, so replaced — but nothing is launched from them (`max_size` 0).
+    async fn retired_groups(
+        &self,
+        pool: &NodePool,
+        known: &[cloudprovider_api::NodeGroup],
+        offered: &mut Vec<Group>,
+        instances: &mut Vec<(String, CloudInstance)>,
+    ) -> Result<(), ReconcileError> {
+        let groups = self.provider.node_groups().unwrap_or(&Unsupported);
+        let named = pool.spec.group_ids();
+        let retired: BTreeSet<&str> = pool
+            .status
+            .iter()
+            .flat_map(|s| s.nodes.iter())
+            .filter_map(|n| n.node_group.as_deref())
+            .filter(|g| !named.contains(g) && known.iter().any(|k| k.id == *g))
+            .collect();
+        for id in retired {
+            let found = match groups.instances(id).await {
+                Ok(found) => found,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(ReconcileError::cloud("NodeGroupInstances", e)),
+            };
+            let template = match groups.template_node(id).await {
+                Ok(template) => template,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(ReconcileError::cloud("TemplateNode", e)),
+            };
+            instances.extend(found.into_iter().map(|i| (id.to_owned(), i)));
+            offered.push(Group {
+                id: id.to_owned(),
+                shape: NodeShape::for_pool(&template, &pool.spec, &pool.name_any()),
+                price: None,
+                max_size: 0,
+            });
+        }
+        Ok(())
     }
 
     /// A provider error about one of the pool's groups: an unknown group (`error` `None` or not-found) is the
@@ -313,7 +356,8 @@ impl PoolReconciler {
     }
 
     /// Step 5: empty, ready nodes not needed by a pending pod are removed after the delay, never below
-    /// `minNodes`; returns the provider IDs removed.
+    /// `minNodes`, within the disruption budget; then step 5b ([`disruption_step`](Self::disruption_step)).
+    /// Returns the provider IDs removed.
     async fn scale_down_step(
         &self,
         round: &mut Round<'_>,
@@ -324,6 +368,10 @@ impl PoolReconciler {
     ) -> Result<BTreeSet<String>, ReconcileError> {
         let delay = round.pool.spec.empty_node_delay();
         let mut removed = BTreeSet::new();
+        // Empty nodes count against the disruption budget too (Karpenter's `Empty` reason).
+        let busy = self.with_memory(&round.name, |m| m.disrupting.len());
+        let total = u32::try_from(live.len()).unwrap_or(u32::MAX);
+        let mut budget = room_in_budget(&round.pool.spec, total, busy);
         for (i, member) in live.iter().enumerate() {
             let Some(node) = member
                 .node
@@ -352,7 +400,7 @@ impl PoolReconciler {
                 round.next.at_most(delay - waited);
                 continue;
             }
-            if remaining <= round.pool.spec.min_nodes {
+            if remaining <= round.pool.spec.min_nodes || budget == 0 {
                 continue;
             }
             if self
@@ -360,6 +408,7 @@ impl PoolReconciler {
                 .await?
             {
                 remaining -= 1;
+                budget = budget.saturating_sub(1);
                 removed.insert(member.provider_id.clone());
                 self.with_memory(&round.name, |m| m.empty_since.remove(&key));
                 round.scale_down = Some(decision(
@@ -369,91 +418,11 @@ impl PoolReconciler {
                 ));
             }
         }
-        let underutilized =
-            round.pool.spec.consolidation_policy == ConsolidationPolicy::WhenEmptyOrUnderutilized;
-        if removed.is_empty()
-            && underutilized
-            && let Some(gone) = self
-                .consolidation_step(round, live, view, remaining)
-                .await?
-        {
-            removed.insert(gone);
-        }
+        let disrupted = self
+            .disruption_step(round, live, view, removed.len())
+            .await?;
+        removed.extend(disrupted);
         Ok(removed)
-    }
-
-    /// Step 5b (`consolidationPolicy: WhenEmptyOrUnderutilized`): the node being consolidated goes on draining; else,
-    /// when nothing is pending or launching, the candidate of [`candidate`] starts after the delay. One at a time.
-    async fn consolidation_step(
-        &self,
-        round: &mut Round<'_>,
-        live: &[Member],
-        view: &PodView<'_>,
-        remaining: u32,
-    ) -> Result<Option<String>, ReconcileError> {
-        let target = match self.with_memory(&round.name, |m| m.consolidating.clone()) {
-            Some(pid) => live.iter().find(|m| m.provider_id == pid),
-            None => self.next_to_consolidate(round, live, view, remaining),
-        };
-        let clear = |m: &mut super::PoolMemory| m.consolidating = None;
-        let Some((member, node)) = target.and_then(|m| Some((m, m.node.as_deref()?))) else {
-            self.with_memory(&round.name, clear);
-            return Ok(None);
-        };
-        if self
-            .consolidate(round.pool, round.groups, member, node)
-            .await?
-        {
-            self.with_memory(&round.name, clear);
-            let why = format!("underutilized node {} consolidated", node.name_any());
-            round.scale_down = Some(decision(1, why, round.now));
-            return Ok(Some(member.provider_id.clone()));
-        }
-        round.next.at_most(self.config.poll_interval);
-        Ok(None)
-    }
-
-    /// The member to start consolidating now, if one has been the candidate for the delay.
-    fn next_to_consolidate<'m>(
-        &self,
-        round: &mut Round<'_>,
-        live: &'m [Member],
-        view: &PodView<'_>,
-        remaining: u32,
-    ) -> Option<&'m Member> {
-        let settled = live
-            .iter()
-            .all(|m| !matches!(m.phase(), Phase::Launching | Phase::Registered));
-        let seats: Vec<Seat> = live
-            .iter()
-            .map(|m| seat(m, round.shape_of(m), view))
-            .collect();
-        let pick = (view.pending.is_empty() && settled && remaining > round.pool.spec.min_nodes)
-            .then(|| candidate(&seats))
-            .flatten();
-        let Some(index) = pick else {
-            self.with_memory(&round.name, |m| m.underused = None);
-            return None;
-        };
-        let member = live.get(index)?;
-        let since = self.with_memory(&round.name, |m| match &m.underused {
-            Some((pid, since)) if *pid == member.provider_id => *since,
-            _ => {
-                let now = tokio::time::Instant::now();
-                m.underused = Some((member.provider_id.clone(), now));
-                now
-            }
-        });
-        let (delay, waited) = (round.pool.spec.empty_node_delay(), since.elapsed());
-        if waited < delay {
-            round.next.at_most(delay - waited);
-            return None;
-        }
-        self.with_memory(&round.name, |m| {
-            m.underused = None;
-            m.consolidating = Some(member.provider_id.clone());
-        });
-        Some(member)
     }
 
     /// Step 6: counts, one entry per instance, conditions and the last decisions, written only when changed.
@@ -504,31 +473,6 @@ impl PoolReconciler {
         );
         self.write_status(round.pool, new_status).await?;
         Ok(Action::requeue(round.next.0))
-    }
-}
-
-/// A member as consolidation sees it: ready, with the pods that keep it, and what is free on it.
-fn seat(member: &Member, shape: &NodeShape, view: &PodView<'_>) -> Seat {
-    let Some(node) = member
-        .node
-        .as_deref()
-        .filter(|_| member.phase() == Phase::Ready)
-    else {
-        return Seat::default();
-    };
-    let name = node.name_any();
-    let pods: Vec<&Pod> = view
-        .by_node
-        .get(name.as_str())
-        .into_iter()
-        .flatten()
-        .copied()
-        .filter(|p| blocks_removal(p))
-        .collect();
-    Seat {
-        eligible: !pods.is_empty() && !do_not_disrupt(&node.metadata) && !pods_forbid(&pods),
-        load: pods.iter().map(|p| pod_requests(p)).collect(),
-        room: free_room(member, shape, &view.by_node),
     }
 }
 

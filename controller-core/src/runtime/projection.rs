@@ -27,12 +27,13 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-/// The Node annotations kept: the kubelet's `--node-ip` (read when choosing addresses) and the do-not-disrupt
-/// markers node pools honour (ours and Karpenter's).
+/// The Node annotations kept: the kubelet's `--node-ip` (read when choosing addresses), the do-not-disrupt
+/// markers node pools honour (ours and Karpenter's) and the node pool's template hash (drift).
 pub const NODE_ANNOTATIONS: &[&str] = &[
     "alpha.kubernetes.io/provided-node-ip",
     "kube-cloud-rs.dev/do-not-disrupt",
     "karpenter.sh/do-not-disrupt",
+    "kube-cloud-rs.dev/nodepool-hash",
 ];
 
 /// The Node conditions kept, whole: `Ready` (node lifecycle, node pools) and `NetworkUnavailable` (routes).

@@ -3,6 +3,8 @@
 //! CRD, Deployments of 500m pods, and replicas of the node-pool controller under leader election.
 #![allow(dead_code)]
 
+pub mod offering;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
