@@ -6,6 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -134,7 +135,9 @@ pub struct NodePoolSpec {
     pub disruption_budgets: Vec<DisruptionBudget>,
 }
 
-/// At most `nodes` of a pool's nodes disrupted at the same time.
+/// At most `nodes` of a pool's nodes disrupted at the same time, always or for `duration` after each time
+/// `schedule` fires (Karpenter's budget: e.g. `{nodes: "0", schedule: "0 9 * * mon-fri", duration: 8h}` stops
+/// voluntary disruption during working hours).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
@@ -142,14 +145,69 @@ pub struct DisruptionBudget {
     /// A count (`"1"`, `"0"` to stop voluntary disruption) or a percentage of the pool's nodes (`"10%"`,
     /// rounded up).
     pub nodes: String,
+    /// A cron schedule (UTC; five fields or a macro such as `@daily`) at which the budget starts to apply;
+    /// needs `duration`. Unset: always applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// How long the budget applies after each time `schedule` fires, e.g. `8h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
 }
 
 impl DisruptionBudget {
-    /// A budget of `nodes` (`"1"`, `"20%"`).
+    /// A budget of `nodes` (`"1"`, `"20%"`) that always applies.
     pub fn new(nodes: impl Into<String>) -> Self {
         Self {
             nodes: nodes.into(),
+            schedule: None,
+            duration: None,
         }
+    }
+
+    /// The budget applying only for `duration` after each time the cron `schedule` fires.
+    #[must_use]
+    pub fn with_schedule(
+        mut self,
+        schedule: impl Into<String>,
+        duration: impl Into<String>,
+    ) -> Self {
+        self.schedule = Some(schedule.into());
+        self.duration = Some(duration.into());
+        self
+    }
+
+    /// Whether the budget applies at `now`; an error names what does not parse (`field` is its path).
+    pub fn active(&self, now: Timestamp, field: &str) -> Result<bool, SpecError> {
+        let (schedule, duration) = match (self.schedule.as_deref(), self.duration.as_deref()) {
+            (None, None) => return Ok(true),
+            (Some(s), Some(d)) => (s, d),
+            _ => {
+                return Err(SpecError::new(
+                    format!("{field}.schedule"),
+                    "schedule and duration go together",
+                ));
+            }
+        };
+        let cron: croner::Cron = schedule.parse().map_err(|e| {
+            SpecError::new(
+                format!("{field}.schedule"),
+                format!("{schedule:?} is not a cron schedule such as \"0 9 * * mon-fri\": {e}"),
+            )
+        })?;
+        let length = humantime::parse_duration(duration).map_err(|e| {
+            SpecError::new(
+                format!("{field}.duration"),
+                format!("{duration:?} is not a duration such as \"8h\": {e}"),
+            )
+        })?;
+        let Some(at) = chrono::DateTime::from_timestamp(now.as_second(), 0) else {
+            return Ok(false);
+        };
+        let Ok(last) = cron.find_previous_occurrence(&at, true) else {
+            return Ok(false);
+        };
+        let since = at.signed_duration_since(last).to_std().unwrap_or_default();
+        Ok(since < length)
     }
 
     /// How many of `total` nodes this budget lets be disrupted at once; `None` if `nodes` is malformed.
@@ -245,16 +303,18 @@ impl NodePoolSpec {
         }
     }
 
-    /// How many of `total` nodes may be disrupted at once: the smallest budget, `10%` (rounded up) by default.
-    pub fn disruptions_allowed(&self, total: u32) -> u32 {
+    /// How many of `total` nodes may be disrupted at once at `now`: the smallest budget that applies then (no
+    /// budget applying: no bound, as Karpenter), `10%` (rounded up) without budgets.
+    pub fn disruptions_allowed(&self, total: u32, now: Timestamp) -> u32 {
         if self.disruption_budgets.is_empty() {
             return DisruptionBudget::new("10%").allowed(total).unwrap_or(1);
         }
         self.disruption_budgets
             .iter()
-            .filter_map(|b| b.allowed(total))
+            .filter(|b| b.active(now, "").unwrap_or(true))
+            .map(|b| b.allowed(total).unwrap_or(0))
             .min()
-            .unwrap_or(0)
+            .unwrap_or(total)
     }
 
     /// The node groups the pool launches from: `nodeGroup` (if set), then `nodeGroups`, without repeats.
@@ -309,6 +369,10 @@ impl NodePoolSpec {
         }
         self.expire_after()?;
         for (i, budget) in self.disruption_budgets.iter().enumerate() {
+            budget.active(
+                Timestamp::UNIX_EPOCH,
+                &format!("spec.disruptionBudgets[{i}]"),
+            )?;
             if budget.allowed(1).is_none() {
                 return Err(SpecError::new(
                     format!("spec.disruptionBudgets[{i}].nodes"),
@@ -564,13 +628,51 @@ mod tests {
     #[test]
     fn budgets_and_expiry_parse_as_karpenter_writes_them() {
         let mut spec = NodePoolSpec::new("g", 10);
-        assert_eq!(spec.disruptions_allowed(0), 0);
-        assert_eq!(spec.disruptions_allowed(3), 1, "10% rounded up");
-        assert_eq!(spec.disruptions_allowed(25), 3);
+        let t = Timestamp::UNIX_EPOCH;
+        assert_eq!(spec.disruptions_allowed(0, t), 0);
+        assert_eq!(spec.disruptions_allowed(3, t), 1, "10% rounded up");
+        assert_eq!(spec.disruptions_allowed(25, t), 3);
         spec.disruption_budgets = vec![DisruptionBudget::new("50%"), DisruptionBudget::new("2")];
-        assert_eq!(spec.disruptions_allowed(10), 2, "the smallest applies");
+        assert_eq!(spec.disruptions_allowed(10, t), 2, "the smallest applies");
         spec.disruption_budgets = vec![DisruptionBudget::new("0")];
-        assert_eq!(spec.disruptions_allowed(10), 0);
+        assert_eq!(spec.disruptions_allowed(10, t), 0);
+        // "No disruption from 09:00 for 8 hours on weekdays", 2026-12-01 being a Tuesday.
+        let at = |hhmm: &str| -> Timestamp {
+            format!("2026-12-01T{hhmm}:00Z")
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        spec.disruption_budgets = vec![
+            DisruptionBudget::new("0").with_schedule("0 9 * * mon-fri", "8h"),
+            DisruptionBudget::new("3"),
+        ];
+        assert_eq!(spec.validate(), Ok(()));
+        assert_eq!(spec.disruptions_allowed(10, at("08:59")), 3);
+        assert_eq!(spec.disruptions_allowed(10, at("09:00")), 0);
+        assert_eq!(spec.disruptions_allowed(10, at("16:59")), 0);
+        assert_eq!(spec.disruptions_allowed(10, at("17:00")), 3);
+        spec.disruption_budgets =
+            vec![DisruptionBudget::new("0").with_schedule("0 9 * * mon-fri", "8h")];
+        assert_eq!(
+            spec.disruptions_allowed(10, at("18:00")),
+            10,
+            "no budget applies: no bound"
+        );
+        spec.disruption_budgets = vec![DisruptionBudget::new("1").with_schedule("sometimes", "8h")];
+        assert_eq!(
+            spec.validate().map_err(|e| e.field),
+            Err("spec.disruptionBudgets[0].schedule".into())
+        );
+        spec.disruption_budgets =
+            vec![DisruptionBudget::new("1").with_schedule("@daily", "a while")];
+        assert_eq!(
+            spec.validate().map_err(|e| e.field),
+            Err("spec.disruptionBudgets[0].duration".into())
+        );
+        let mut half = DisruptionBudget::new("1");
+        half.schedule = Some("@daily".into());
+        spec.disruption_budgets = vec![half];
+        assert!(spec.validate().is_err(), "a schedule needs a duration");
         spec.disruption_budgets = vec![DisruptionBudget::new("ten")];
         assert_eq!(
             spec.validate().map_err(|e| e.field),

@@ -56,7 +56,7 @@ impl PoolReconciler {
         }
         let busy = self.with_memory(&round.name, |m| m.disrupting.len()) + removed_empty;
         let total = u32::try_from(live.len()).unwrap_or(u32::MAX);
-        let room = room_in_budget(&round.pool.spec, total, busy);
+        let room = room_in_budget(&round.pool.spec, total, busy, round.now);
         let settled = live
             .iter()
             .all(|m| !matches!(m.phase(), Phase::Launching | Phase::Registered));

@@ -143,9 +143,14 @@ pub(crate) fn until_expiry(
     expire_after?.checked_sub(elapsed(born(member, node), now))
 }
 
-/// How many more nodes may be disrupted now: the budget for `total` nodes minus those `busy` already.
-pub(crate) fn room_in_budget(spec: &NodePoolSpec, total: u32, busy: usize) -> usize {
-    let allowed = usize::try_from(spec.disruptions_allowed(total)).unwrap_or(usize::MAX);
+/// How many more nodes may be disrupted at `now`: the budget for `total` nodes minus those `busy` already.
+pub(crate) fn room_in_budget(
+    spec: &NodePoolSpec,
+    total: u32,
+    busy: usize,
+    now: Timestamp,
+) -> usize {
+    let allowed = usize::try_from(spec.disruptions_allowed(total, now)).unwrap_or(usize::MAX);
     allowed.saturating_sub(busy)
 }
 
@@ -236,8 +241,9 @@ mod tests {
     fn the_budget_counts_what_is_already_disrupted() {
         let mut spec = NodePoolSpec::new("g", 5);
         spec.disruption_budgets = vec![super::super::crd::DisruptionBudget::new("1")];
-        assert_eq!(room_in_budget(&spec, 3, 0), 1);
-        assert_eq!(room_in_budget(&spec, 3, 1), 0);
-        assert_eq!(room_in_budget(&spec, 3, 2), 0);
+        let t = Timestamp::UNIX_EPOCH;
+        assert_eq!(room_in_budget(&spec, 3, 0, t), 1);
+        assert_eq!(room_in_budget(&spec, 3, 1, t), 0);
+        assert_eq!(room_in_budget(&spec, 3, 2, t), 0);
     }
 }

@@ -371,7 +371,7 @@ impl PoolReconciler {
         // Empty nodes count against the disruption budget too (Karpenter's `Empty` reason).
         let busy = self.with_memory(&round.name, |m| m.disrupting.len());
         let total = u32::try_from(live.len()).unwrap_or(u32::MAX);
-        let mut budget = room_in_budget(&round.pool.spec, total, busy);
+        let mut budget = room_in_budget(&round.pool.spec, total, busy, round.now);
         for (i, member) in live.iter().enumerate() {
             let Some(node) = member
                 .node
