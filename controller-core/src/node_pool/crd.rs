@@ -57,6 +57,7 @@ fn kubernetes_integer_formats(schema: &mut schemars::Schema) {
     shortname = "np",
     status = "NodePoolStatus",
     printcolumn = r#"{"name":"Group","type":"string","jsonPath":".spec.nodeGroup"}"#,
+    printcolumn = r#"{"name":"Groups","type":"string","jsonPath":".spec.nodeGroups"}"#,
     printcolumn = r#"{"name":"Min","type":"integer","jsonPath":".spec.minNodes"}"#,
     printcolumn = r#"{"name":"Max","type":"integer","jsonPath":".spec.maxNodes"}"#,
     printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desiredNodes"}"#,

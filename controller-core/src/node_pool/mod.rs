@@ -248,16 +248,29 @@ impl ManagedController for NodePoolController {
     }
 }
 
-/// Fails when the NodePool CRD is not installed (the watch would retry forever, silently); other errors are left
-/// to the watch's own retries.
+/// How long the controller waits at start for the NodePool CRD to be served: a CRD applied a moment before is not
+/// served until the apiserver has established it (about a second).
+const CRD_WAIT: Duration = Duration::from_secs(15);
+
+/// Fails when the NodePool CRD is still not served after [`CRD_WAIT`] (the watch would retry forever, silently);
+/// other errors are left to the watch's own retries.
 async fn check_crd(client: &kube::Client) -> Result<(), ControllerError> {
     let pools: Api<NodePool> = Api::all(client.clone());
-    match pools.list_metadata(&ListParams::default().limit(1)).await {
-        Err(kube::Error::Api(status)) if status.code == 404 => Err(ControllerError::startup(
-            "the NodePool CRD (nodepools.kube-cloud-rs.dev) is not installed; install it with \
-             `node-pool-controller --print-crd | kubectl apply -f -`",
-        )),
-        _ => Ok(()),
+    let deadline = tokio::time::Instant::now() + CRD_WAIT;
+    loop {
+        match pools.list_metadata(&ListParams::default().limit(1)).await {
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ControllerError::startup(
+                        "the NodePool CRD (nodepools.kube-cloud-rs.dev) is not installed; install it with \
+                         `node-pool-controller --print-crd | kubectl apply -f -`",
+                    ));
+                }
+                debug!("the NodePool CRD is not served yet; waiting");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            _ => return Ok(()),
+        }
     }
 }
 

@@ -176,13 +176,10 @@ impl PoolReconciler {
             return Ok(());
         }
         let api: Api<NodePool> = Api::all(self.client.clone());
-        api.patch_status(
-            &pool.name_any(),
-            &patch_params(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .map_err(|e| ReconcileError::kube("patch NodePool status", e))?;
+        let patch = status_patch(pool.status.as_ref(), &status);
+        api.patch_status(&pool.name_any(), &patch_params(), &Patch::Merge(patch))
+            .await
+            .map_err(|e| ReconcileError::kube("patch NodePool status", e))?;
         Ok(())
     }
 
@@ -471,6 +468,30 @@ pub(super) fn free_room(
     room
 }
 
+/// The merge patch from `old` to `new`: a merge patch keeps map keys it does not name, so resources no longer
+/// there are set to `null`.
+fn status_patch(
+    old: Option<&super::NodePoolStatus>,
+    new: &super::NodePoolStatus,
+) -> serde_json::Value {
+    let mut patch = json!({ "status": new });
+    let gone: serde_json::Map<String, serde_json::Value> = old
+        .into_iter()
+        .flat_map(|s| s.resources.keys())
+        .filter(|k| !new.resources.contains_key(*k))
+        .map(|k| (k.clone(), serde_json::Value::Null))
+        .collect();
+    if !gone.is_empty() {
+        let mut resources = serde_json::Map::new();
+        resources.extend(gone);
+        for (k, v) in &new.resources {
+            resources.insert(k.clone(), json!(v));
+        }
+        patch["status"]["resources"] = serde_json::Value::Object(resources);
+    }
+    patch
+}
+
 pub(super) fn pod_key(pod: &Pod) -> String {
     pod.uid()
         .unwrap_or_else(|| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()))
@@ -491,5 +512,33 @@ pub(super) fn decision(nodes: u32, message: String, now: Timestamp) -> ScalingDe
         time: Time(now),
         nodes,
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    #[test]
+    fn resources_no_longer_there_are_nulled_in_the_status_patch() {
+        let mut old = super::super::NodePoolStatus::default();
+        old.resources.insert("cpu".into(), Quantity("2".into()));
+        old.resources
+            .insert("memory".into(), Quantity("4Gi".into()));
+        let mut new = super::super::NodePoolStatus::default();
+        assert_eq!(
+            status_patch(Some(&old), &new)["status"]["resources"],
+            json!({"cpu": null, "memory": null})
+        );
+        new.resources.insert("cpu".into(), Quantity("4".into()));
+        assert_eq!(
+            status_patch(Some(&old), &new)["status"]["resources"],
+            json!({"cpu": "4", "memory": null})
+        );
+        assert_eq!(
+            status_patch(None, &new)["status"]["resources"],
+            json!({"cpu": "4"})
+        );
     }
 }
