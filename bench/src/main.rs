@@ -8,6 +8,7 @@
 //! cargo run -p bench --release -- load-balancers [--services 500] [--nodes 10] [--workers 16]
 //! cargo run -p bench --release -- memory [--sizes 5000,20000] [--settle 60s]
 //! cargo run -p bench --release -- node-pool-memory [--pods 10000]
+//! cargo run -p bench --release -- node-pools [--pods 500] [--scale-to 30] [--quiet 60s] [--impls karpenter]
 //! cargo run -p bench --release -- karpenter-offering [--print fake-config|node-pool|table] [--subset amd-linux|all]
 //! ```
 //!
@@ -24,6 +25,7 @@ mod heartbeat_agent;
 mod karpenter_offering;
 mod leader_election;
 mod node_pool_memory;
+mod node_pools;
 mod report;
 mod virtual_nodes;
 
@@ -60,6 +62,9 @@ enum Command {
     Memory(ccm_scenarios::MemoryArgs),
     /// The node-pool-controller's RSS with thousands of Pods in its shared Pod cache.
     NodePoolMemory(node_pool_memory::Args),
+    /// Node autoscaling, Karpenter (kwok provider) as the anchor: a burst of pending Pods, then a scale-down
+    /// (times, Nodes, price, evictions, API requests, CPU, RSS).
+    NodePools(node_pools::Args),
     /// Karpenter's kwok instance-type offering as provider-fake node groups, our NodePool, or a table.
     KarpenterOffering(karpenter_offering::Args),
 }
@@ -92,6 +97,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::LoadBalancers(args) => ccm_scenarios::load_balancers(args).await,
         Command::Memory(args) => ccm_scenarios::memory(args).await,
         Command::NodePoolMemory(args) => node_pool_memory::run(args).await,
+        Command::NodePools(args) => node_pools::run(args).await,
         Command::KarpenterOffering(args) => karpenter_offering::run(args).await,
     }
 }
