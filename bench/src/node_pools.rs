@@ -13,7 +13,7 @@
 //! (c) the autoscaler's apiserver requests (audit log, by User-Agent), CPU seconds and peak RSS (`/proc`).
 //!
 //! Both sides are offered the same instance types: Karpenter's NodePool is held to amd64/linux, ours gets the same
-//! 288 offerings as node groups (see [`crate::karpenter_offering`]). Our side plugs in at [`start_ours`].
+//! 288 offerings as node groups (see [`crate::karpenter_offering`]); [`start_ours`] says how ours is set up.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -46,7 +46,7 @@ const SIZES: [(&str, &str, &str); 4] = [
 pub enum Impl {
     /// Karpenter's kwok cloud provider (scripts/build-karpenter).
     Karpenter,
-    /// Our node-pool-controller with provider-fake (not wired yet: see `start_ours`).
+    /// Our node-pool-controller with provider-fake (see `start_ours`).
     Ours,
 }
 
@@ -386,23 +386,109 @@ pub async fn start_karpenter(env: &Env, args: &Args, dir: &Path) -> Result<Autos
     Ok(autoscaler)
 }
 
-/// OUR SIDE PLUGS IN HERE: start our NodePool controller against `env` and hand it back; [`measure`] then runs the
-/// same workload as for Karpenter and measures it the same way. What it has to do:
-///
-/// 1. install our NodePool CRD (`controller_core::node_pool::NodePool`), write the provider-fake config
-///    [`karpenter_offering::fake_config_yaml`]`(&env.offerings, 500, true)` (the 288 offerings Karpenter's NodePool has)
-///    with its machine kubelets off, and create [`karpenter_offering::node_pool_yaml`] (`spec.nodeGroups`);
-/// 2. make the Nodes of launched instances kwok Nodes (annotation `kwok.x-k8s.io/node=fake`, labels
-///    `node.kubernetes.io/instance-type`, `topology.kubernetes.io/zone`, `karpenter.sh/capacity-type`, which the
-///    price lookup of [`snapshot`] reads);
-/// 3. start `node-pool-controller --cloud-provider=fake --leader-elect=false` with a distinct User-Agent prefix
-///    and wait until it is ready.
+/// Our NodePool controller against `env`, offered what Karpenter is: the CRD; provider-fake's config with one node
+/// group per offering (Karpenter's prices, its Nodes' allocatable) and machine kubelets that register each
+/// running instance's Node as a kwok Node; one NodePool naming every group, consolidating as Karpenter's does
+/// (`WhenEmptyOrUnderutilized` after `--consolidate-after`, budget `--karpenter-budget`); then
+/// `node-pool-controller --controllers=node-pool,cloud-node` (the cloud-node controller initializes the Nodes, as
+/// the cloud-controller-manager would) with Karpenter's client limits (200 QPS, burst 300).
 pub async fn start_ours(env: &Env, args: &Args) -> Result<Autoscaler> {
-    let _ = (env, args);
-    bail!(
-        "`--impls ours` is not wired yet: bench/src/node_pools.rs start_ours says what it has to do (the Karpenter \
-         half runs with `--impls karpenter`)"
+    let bin = crate::build::rust_binary("node-pool-controller").await?;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(env.client.clone());
+    let crd = <controller_core::node_pool::NodePool as kube::CustomResourceExt>::crd();
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .context("creating the NodePool CRD")?;
+    kubectl(
+        env,
+        &[
+            "wait".into(),
+            "--for=condition=established".into(),
+            "--timeout=60s".into(),
+            "crd/nodepools.kube-cloud-rs.dev".into(),
+        ],
     )
+    .await?;
+    let config = env.work.join("fake.yaml");
+    let mut text = karpenter_offering::fake_config_yaml(&env.offerings, 500, true);
+    text.push_str(
+        "kubelets:\n  registerNodes: true\n  intervalMs: 200\n  registerWithTaints: [{key: kube-cloud-rs.dev/unregistered, \
+         effect: NoExecute}]\n",
+    );
+    std::fs::write(&config, text).context("writing the fake cloud config")?;
+    let delay = humantime::parse_duration(&args.consolidate_after)
+        .with_context(|| format!("--consolidate-after {:?}", args.consolidate_after))?;
+    let pool = env.work.join("nodepool.yaml");
+    let mut manifest = karpenter_offering::node_pool_yaml("default", &env.offerings, 10_000);
+    manifest.push_str(&format!(
+        "  emptyNodeDelaySeconds: {}\n  consolidationPolicy: WhenEmptyOrUnderutilized\n  disruptionBudgets: \
+         [{{nodes: \"{}\"}}]\n",
+        delay.as_secs(),
+        args.karpenter_budget
+    ));
+    std::fs::write(&pool, manifest).context("writing the NodePool")?;
+    kubectl(env, &["create".into(), "-f".into(), pool.into_os_string()]).await?;
+
+    let log = env.work.join("node-pool-controller.log");
+    let file = std::fs::File::create(&log).context("creating the controller log")?;
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.args([
+        "--cloud-provider=fake".to_owned(),
+        format!("--cloud-config={}", config.display()),
+        format!("--kubeconfig={}", env.cp.kubeconfig_path().display()),
+        "--secure-port=0".to_owned(),
+        "--leader-elect=false".to_owned(),
+        "--controllers=node-pool,cloud-node".to_owned(),
+        "--kube-api-qps=200".to_owned(),
+        "--kube-api-burst=300".to_owned(),
+    ])
+    .env("RUST_LOG", "info")
+    .stdin(std::process::Stdio::null())
+    .stdout(file.try_clone().context("the controller log")?)
+    .stderr(file)
+    .kill_on_drop(true);
+    crate::candidate::die_with_parent(&mut cmd);
+    let child = cmd.spawn().context("starting node-pool-controller")?;
+    let pid = child.id().context("node-pool-controller exited at once")?;
+    let mut autoscaler = Autoscaler {
+        child,
+        pid,
+        user_agent_prefix: "node-pool-controller/".to_owned(),
+        version: format!("{} (this repository)", env!("CARGO_PKG_VERSION")),
+        log,
+    };
+    // Ready once it has looked at the pool (its status says Valid).
+    let pools: Api<controller_core::node_pool::NodePool> = Api::all(env.client.clone());
+    let started = Instant::now();
+    loop {
+        autoscaler.check_running()?;
+        let valid = pools
+            .get("default")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Valid" && c.status == "True")
+            });
+        if valid {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!(
+                "node-pool-controller did not report the pool Valid within 120s; see {}",
+                autoscaler.log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!(
+        "bench: node-pools: node-pool-controller ready in {:.1}s (pid {pid})",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(autoscaler)
 }
 
 /// The workload and the measurements, the same for both sides.
@@ -804,6 +890,60 @@ fn types(s: &Snapshot) -> String {
         .join(", ")
 }
 
+/// Ours ÷ Karpenter's, per measure (below 1: ours is less), when both sides ran.
+fn ratios(rows: &[Measured]) -> String {
+    let side = |which| rows.iter().find(|r| r.which == which);
+    let (Some(ours), Some(theirs)) = (side(Impl::Ours), side(Impl::Karpenter)) else {
+        return String::new();
+    };
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}×", a / b)
+        } else {
+            "–".to_owned()
+        }
+    };
+    let measures: [(&str, f64, f64); 8] = [
+        (
+            "(a) time until all Pods are bound",
+            ours.scheduled.seconds,
+            theirs.scheduled.seconds,
+        ),
+        (
+            "(a) price when all are bound",
+            ours.scheduled.price_per_hour,
+            theirs.scheduled.price_per_hour,
+        ),
+        (
+            "(a) price once settled",
+            ours.up_settled.price_per_hour,
+            theirs.up_settled.price_per_hour,
+        ),
+        (
+            "(b) price left after the scale-down",
+            ours.down_settled.price_per_hour,
+            theirs.down_settled.price_per_hour,
+        ),
+        (
+            "(b) time to settle",
+            ours.down_settled.seconds,
+            theirs.down_settled.seconds,
+        ),
+        (
+            "(c) apiserver requests, whole run",
+            ours.requests as f64,
+            theirs.requests as f64,
+        ),
+        ("(c) CPU seconds", ours.cpu_seconds, theirs.cpu_seconds),
+        ("(c) peak RSS", ours.peak_rss_mib, theirs.peak_rss_mib),
+    ];
+    let mut s = String::from("\n| ours ÷ Karpenter | ratio |\n|---|---:|\n");
+    for (name, a, b) in measures {
+        s.push_str(&format!("| {name} | {} |\n", ratio(a, b)));
+    }
+    s
+}
+
 fn section(args: &Args, rows: &[Measured], offerings: usize) -> String {
     let per_size = split(args.pods, SIZES.len());
     let workload: Vec<String> = SIZES
@@ -842,10 +982,7 @@ fn section(args: &Args, rows: &[Measured], offerings: usize) -> String {
     if !rows.iter().any(|r| r.which == Impl::Ours) {
         // Before the table's rows would break it: say it in the intro instead.
         let at = s.find("\n\n| |").unwrap_or(s.len());
-        s.insert_str(
-            at,
-            " Our side is not wired yet (`start_ours` in `bench/src/node_pools.rs`): Karpenter alone, as the anchor.",
-        );
+        s.insert_str(at, " Karpenter alone this run (`--impls karpenter`).");
     }
     let mut row = |name: &str, f: &dyn Fn(&Measured) -> String| {
         s.push_str(&format!(
@@ -889,6 +1026,7 @@ fn section(args: &Args, rows: &[Measured], offerings: usize) -> String {
     row("(c) CPU seconds / peak RSS", &|r| {
         format!("{:.1} s / {:.1} MiB", r.cpu_seconds, r.peak_rss_mib)
     });
+    s.push_str(&ratios(rows));
     for r in rows {
         s.push_str(&format!(
             "\n{}: instance types when all Pods were bound: {}; after (a) settled: {}; after (b): {}. \

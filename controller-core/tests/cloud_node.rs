@@ -275,7 +275,13 @@ async fn provider_error_keeps_the_taint_until_it_clears() {
         Some("fake://node-x")
     );
     assert_eq!(metadata_calls(&env, "node-x"), 2);
-    assert!(has_event(&env, "node-x", "Normal", "Synced").await);
+    // Events are sent from a queue after the write they announce: wait for it rather than race it.
+    eventually(WAIT, "the Synced Event about node-x", || async {
+        has_event(&env, "node-x", "Normal", "Synced")
+            .await
+            .then_some(())
+    })
+    .await;
 
     // node-y never matches: still tainted, with a Warning naming the annotation.
     let events = events_about(&env, "node-y").await;

@@ -96,8 +96,9 @@ impl Plan {
 struct Bin<'p> {
     existing: Option<usize>,
     offers: Vec<usize>,
-    /// Existing nodes: what is free. Planned ones: what their pods request.
+    /// Existing nodes: what is free. Planned ones: the largest of their offers, per resource.
     free: Resources,
+    /// Planned nodes: what their pods request.
     used: Resources,
     /// The offer a planned node would be launched as now.
     chosen: Option<usize>,
@@ -108,8 +109,10 @@ struct Bin<'p> {
 
 struct Packer<'a, 'p> {
     offers: &'a [Offer<'a>],
-    /// Offer indices, cheapest first.
+    /// Each offer's place in the order cheapest first.
     rank: Vec<usize>,
+    /// How many planned nodes are launched as each offer now (kept as `chosen` changes).
+    taken: Vec<u32>,
     budget: &'a Budget,
     bins: Vec<Bin<'p>>,
     /// Anti-affinity terms of placed pods, with their bin: they keep other pods away too.
@@ -176,9 +179,15 @@ impl<'a, 'p> Packer<'a, 'p> {
             let price = |i: usize| offers[i].price.unwrap_or(f64::INFINITY);
             price(*a).total_cmp(&price(*b)).then(key(*a).cmp(&key(*b)))
         });
+        let mut place = vec![0; offers.len()];
+        for (position, &offer) in rank.iter().enumerate() {
+            place[offer] = position;
+        }
+        let rank = place;
         let mut packer = Self {
             offers,
             rank,
+            taken: vec![0; offers.len()],
             budget,
             bins: Vec::new(),
             repellers: Vec::new(),
@@ -264,8 +273,8 @@ impl<'a, 'p> Packer<'a, 'p> {
         let b = self.bins.len();
         self.bins.push(Bin {
             existing: None,
+            free: envelope(self.offers, &within),
             offers: within,
-            free: Resources::default(),
             used: Resources::default(),
             chosen: None,
             pods: Vec::new(),
@@ -306,6 +315,10 @@ impl<'a, 'p> Packer<'a, 'p> {
             }
         } else {
             let used = bin.used.plus(request);
+            // The largest of its offers, per resource: a full planned node is passed over without a look at each.
+            if !bin.free.fits(&used) {
+                return None;
+            }
             let others = self.planned_capacity(Some(b));
             offers.retain(|&o| {
                 self.offers[o].shape.allocatable.fits(&used)
@@ -432,8 +445,16 @@ impl<'a, 'p> Packer<'a, 'p> {
             return;
         }
         bin.used.add(request);
+        bin.free = envelope(self.offers, &offers);
         bin.offers = offers;
+        let before = self.bins[b].chosen;
         let chosen = self.cheapest(b);
+        if let Some(o) = before {
+            self.taken[o] = self.taken[o].saturating_sub(1);
+        }
+        if let Some(o) = chosen {
+            self.taken[o] = self.taken[o].saturating_add(1);
+        }
         self.bins[b].chosen = chosen;
     }
 
@@ -441,26 +462,27 @@ impl<'a, 'p> Packer<'a, 'p> {
     fn cheapest(&self, b: usize) -> Option<usize> {
         let bin = &self.bins[b];
         let others = self.planned_capacity(Some(b));
-        self.rank.iter().copied().find(|&o| {
-            bin.offers.contains(&o)
-                && self.offers[o].shape.allocatable.fits(&bin.used)
-                && self.headroom_left(o, Some(b)) > 0
-                && self.within_limits(&others, o)
-        })
+        bin.offers
+            .iter()
+            .copied()
+            .filter(|&o| {
+                self.offers[o].shape.allocatable.fits(&bin.used)
+                    && self.headroom_left(o, Some(b)) > 0
+                    && self.within_limits(&others, o)
+            })
+            .min_by_key(|&o| self.rank[o])
     }
 
     /// The offer's headroom minus the planned nodes (but `except`) launched as it.
     fn headroom_left(&self, offer: usize, except: Option<usize>) -> u32 {
-        let taken = self
-            .bins
-            .iter()
-            .enumerate()
-            .filter(|(i, bin)| Some(*i) != except && bin.existing.is_none())
-            .filter(|(_, bin)| bin.chosen == Some(offer))
-            .count();
-        self.offers[offer]
-            .headroom
-            .saturating_sub(u32::try_from(taken).unwrap_or(u32::MAX))
+        let mut taken = self.taken[offer];
+        if let Some(b) = except
+            && self.bins[b].existing.is_none()
+            && self.bins[b].chosen == Some(offer)
+        {
+            taken = taken.saturating_sub(1);
+        }
+        self.offers[offer].headroom.saturating_sub(taken)
     }
 
     /// The capacity of the planned nodes (but `except`), as launched now.
@@ -511,6 +533,15 @@ impl<'a, 'p> Packer<'a, 'p> {
             .filter(move |(i, _)| self.domain(*i, key).as_deref() == Some(value))
             .flat_map(|(_, bin)| bin.pods.iter().copied())
     }
+}
+
+/// Per resource, the most any of `offers` has allocatable.
+fn envelope(all: &[Offer<'_>], offers: &[usize]) -> Resources {
+    let mut most = Resources::default();
+    for &o in offers {
+        most.max(&all[o].shape.allocatable);
+    }
+    most
 }
 
 #[cfg(test)]

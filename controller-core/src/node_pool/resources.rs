@@ -73,7 +73,8 @@ impl Resources {
             .collect()
     }
 
-    fn max(&mut self, other: &Resources) {
+    /// Per resource, the larger of `self` and `other`.
+    pub(crate) fn max(&mut self, other: &Resources) {
         for (name, v) in &other.0 {
             let e = self.0.entry(name.clone()).or_insert(0);
             *e = (*e).max(*v);
