@@ -2,8 +2,8 @@
 //!
 //! One control plane; the controller runs once before any Pod exists (its base) and once with N Pods as a
 //! Deployment, the scheduler and a kubelet leave them (bound, Running, with container statuses), each time with
-//! one NodePool to reconcile. No anchor: Karpenter's controller needs a cloud provider of its own to start, so the
-//! numbers are ours alone, with the cost per Pod.
+//! one NodePool to reconcile. Ours alone, with the cost per Pod; Karpenter (with its kwok provider) is compared
+//! under a workload by `bench node-pools`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -224,8 +224,8 @@ fn section(args: &Args, rows: &[Measured]) -> String {
          caches every Pod of the cluster (the shared Pod cache, projected: see `controller-core/src/runtime/projection.rs`). \
          It runs once before any Pod exists and once with {} Pods as a Deployment, the scheduler and a kubelet \
          leave them (bound, Running, five conditions, a container status, env, probes, volumes); after {:?} the \
-         benchmark reads `VmHWM` (peak) and `VmRSS` from `/proc/<pid>/status`. No anchor: Karpenter's controller \
-         needs a cloud provider of its own to start.\n\n\
+         benchmark reads `VmHWM` (peak) and `VmRSS` from `/proc/<pid>/status`. Ours alone; Karpenter's RSS under a \
+         workload is in \"Node pools: provisioning and consolidation\" (`bench node-pools`).\n\n\
          | Pods | peak RSS (VmHWM) | RSS at the end |\n|---:|---:|---:|\n",
         crate::command_line(),
         report::utc_now(),

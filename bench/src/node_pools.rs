@@ -125,6 +125,8 @@ pub struct Measured {
     pub scheduled: Snapshot,
     /// (a) Nodes that ever existed until every Pod was bound.
     pub launched: usize,
+    /// (a) when each Pod was first seen bound (seconds since the Deployments were created; polled every 0.5 s).
+    pub bind_times: Vec<f64>,
     /// (a) the Node set quiet.
     pub up_settled: Snapshot,
     /// (b) the Node set settled after the scale-down (seconds: to its last change).
@@ -193,7 +195,12 @@ pub async fn run(args: Args) -> Result<()> {
     for &which in &args.impls {
         rows.push(run_side(&args, which, &karpenter_dir, &offerings).await?);
     }
-    let section = section(&args, &rows, offerings.len());
+    let mut section = section(&args, &rows, offerings.len());
+    if let Some(plot) = bind_plot(&args, &rows)? {
+        section.push_str(&format!(
+            "\n![Pods bound over time, each side](benchmarks/{plot})\n"
+        ));
+    }
     report::publish_section(
         args.out.as_deref(),
         "Node pools: provisioning and consolidation",
@@ -516,9 +523,15 @@ pub async fn measure(
     );
     // (a) every Pod bound.
     let mut seen_nodes = HashSet::new();
+    let mut bind_times = Vec::new();
     let scheduled = loop {
         autoscaler.check_running()?;
         let (bound, total) = bound_pods(env).await?;
+        let at = t0.elapsed().as_secs_f64();
+        bind_times.extend(std::iter::repeat_n(
+            at,
+            bound.saturating_sub(bind_times.len()),
+        ));
         let nodes = live_nodes(env).await?;
         seen_nodes.extend(
             nodes
@@ -585,6 +598,7 @@ pub async fn measure(
         version: autoscaler.version.clone(),
         scheduled,
         launched,
+        bind_times,
         up_settled,
         down_settled,
         pods_left,
@@ -890,6 +904,31 @@ fn types(s: &Snapshot) -> String {
         .join(", ")
 }
 
+/// The CDF of (a)'s bind times per side, written beside the markdown file as `benchmarks/node-pools-bound.svg`;
+/// its file name, or `None` when nothing is written (`--out -`).
+fn bind_plot(args: &Args, rows: &[Measured]) -> Result<Option<&'static str>> {
+    const NAME: &str = "node-pools-bound.svg";
+    let out = match &args.out {
+        Some(p) if p.as_os_str() == "-" => return Ok(None),
+        Some(p) => p.clone(),
+        None => crate::workspace_root().join("docs").join("benchmarks.md"),
+    };
+    let series: Vec<(String, Vec<f64>)> = rows
+        .iter()
+        .map(|r| (r.which.label().to_owned(), r.bind_times.clone()))
+        .collect();
+    let svg = crate::ccm_report::cdf_svg(
+        &format!("{} pending Pods: fraction bound to a Node", args.pods),
+        &series,
+    );
+    let dir = out.parent().unwrap_or(Path::new(".")).join("benchmarks");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(NAME);
+    std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("bench: wrote {}", path.display());
+    Ok(Some(NAME))
+}
+
 /// Ours ÷ Karpenter's, per measure (below 1: ours is less), when both sides ran.
 fn ratios(rows: &[Measured]) -> String {
     let side = |which| rows.iter().find(|r| r.which == which);
@@ -1098,6 +1137,7 @@ mod tests {
             version: "v1.15.0".into(),
             scheduled: snap(28.9, 4, 9.1216),
             launched: 4,
+            bind_times: vec![10.0, 28.9],
             up_settled: snap(28.9, 4, 9.1216),
             down_settled: snap(72.3, 1, 3.6486),
             pods_left: 152,

@@ -177,6 +177,9 @@ async fn an_expired_node_is_replaced_and_an_underused_one_gets_a_cheaper_shape()
         .find(|(_, r, _)| r == "DisruptionTerminating")
         .map(|(_, _, n)| n)
         .unwrap_or_default();
-    assert!(note.contains("0.1000/h instead of 0.3000/h"), "{note}");
+    assert!(
+        note.contains("1 node(s) at 0.1000/h instead of 0.3000/h"),
+        "{note}"
+    );
     assert!(!small.is_empty());
 }

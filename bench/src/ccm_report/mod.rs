@@ -9,6 +9,8 @@ mod sections;
 mod stats;
 mod svg;
 
+pub(crate) use svg::cdf_svg;
+
 use std::fmt::Write as _;
 use std::path::Path;
 

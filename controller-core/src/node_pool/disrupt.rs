@@ -194,7 +194,8 @@ impl PoolReconciler {
         Some((pid, disruption))
     }
 
-    /// The ready node with the largest saving whose pods the others plus one new, cheaper node would hold.
+    /// The ready node with the largest saving whose pods the others plus new nodes costing less than it would
+    /// hold.
     fn cheaper(
         &self,
         round: &Round<'_>,
@@ -206,9 +207,11 @@ impl PoolReconciler {
             let Some(price) = round.offered[round.group_of(member)].price else {
                 continue;
             };
-            let plan = self.replacement_plan(round, live, view, member);
+            // Only offers cheaper than the node itself: new nodes fill up to the largest of those, so one large
+            // node can also become two smaller ones that cost less together.
+            let plan = self.replacement_plan(round, live, view, member, Some(price));
             let cheaper =
-                plan.unplaced.is_empty() && plan.new_nodes == 1 && plan.price < price - 1e-9;
+                plan.unplaced.is_empty() && plan.new_nodes >= 1 && plan.price < price - 1e-9;
             if !cheaper {
                 continue;
             }
@@ -220,8 +223,8 @@ impl PoolReconciler {
                     .map(|n| n.name_any())
                     .unwrap_or_default();
                 let why = format!(
-                    "node {node} is underutilized: one node at {:.4}/h instead of {price:.4}/h holds its pods",
-                    plan.price
+                    "node {node} is underutilized: {} node(s) at {:.4}/h instead of {price:.4}/h hold its pods",
+                    plan.new_nodes, plan.price
                 );
                 best = Some((
                     saving,
@@ -233,13 +236,15 @@ impl PoolReconciler {
         best.map(|(_, pid, d)| (pid, d))
     }
 
-    /// Where `member`'s pods would go: the pool's other nodes (not being disrupted), then new ones.
+    /// Where `member`'s pods would go: the pool's other nodes (not being disrupted), then new ones — of offers
+    /// priced below `cap`, if given.
     fn replacement_plan(
         &self,
         round: &Round<'_>,
         live: &[Member],
         view: &PodView<'_>,
         member: &Member,
+        cap: Option<f64>,
     ) -> Plan {
         let Some(node) = member.node.as_deref() else {
             return Plan::default();
@@ -252,7 +257,14 @@ impl PoolReconciler {
             .cloned()
             .collect();
         let pods: Vec<&Pod> = movers(&view.by_node, node);
-        let offers = offers(round);
+        let mut offers = offers(round);
+        if let Some(cap) = cap {
+            for offer in &mut offers {
+                if offer.price.is_none_or(|p| p >= cap) {
+                    offer.headroom = 0;
+                }
+            }
+        }
         let existing = existing(round, &others, view);
         let budget = Budget {
             max_new: round
@@ -285,7 +297,10 @@ impl PoolReconciler {
             });
         };
         if !d.planned {
-            let plan = self.replacement_plan(round, live, view, member);
+            let cap = (d.reason == Reason::Replaced)
+                .then(|| round.offered[round.group_of(member)].price)
+                .flatten();
+            let plan = self.replacement_plan(round, live, view, member, cap);
             let stuck: usize = plan.unplaced.values().sum();
             if stuck > 0 {
                 let note = format!(

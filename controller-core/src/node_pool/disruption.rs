@@ -1,6 +1,6 @@
 //! Voluntary disruption of a pool's nodes, as Karpenter's disruption controller does it: which nodes go and why
 //! (expired after `expireAfter`, drifted from the pool's template, underutilized: deleted when their pods fit
-//! elsewhere, replaced when one cheaper node would hold them), at most as many at once as the disruption budgets
+//! elsewhere, replaced when cheaper nodes would hold them), at most as many at once as the disruption budgets
 //! allow, each node replaced first when its pods need room elsewhere.
 //!
 //! For each disrupted node:
@@ -38,7 +38,7 @@ pub(crate) enum Reason {
     Drifted,
     /// Its pods fit on the pool's other nodes.
     Underutilized,
-    /// One cheaper node would hold its pods.
+    /// New nodes costing less than it together would hold its pods.
     Replaced,
 }
 
