@@ -1151,7 +1151,7 @@ mod tests {
             window_us: (0, 0, 0),
             work: PathBuf::new(),
         };
-        let s = section(&args, &[m], 288);
+        let s = section(&args, std::slice::from_ref(&m), 288);
         assert!(
             s.contains("| | Karpenter (kwok provider) v1.15.0 |\n|---|---:|\n"),
             "{s}"
@@ -1161,8 +1161,22 @@ mod tests {
             s.contains("| (b) Pods left / evicted | 152 / 94 |\n"),
             "{s}"
         );
-        assert!(s.contains("Karpenter alone, as the anchor.\n\n| |"), "{s}");
+        assert!(
+            s.contains("Karpenter alone this run (`--impls karpenter`).\n\n| |"),
+            "{s}"
+        );
         assert!(s.contains("(s: Nodes, $/h): 72.3: 1, 3.6486."), "{s}");
+        assert!(!s.contains("ours ÷ Karpenter"), "no ratios with one side");
+        // Both sides: one column each and the ratios, ours over Karpenter's.
+        let mut ours = m.clone();
+        ours.which = Impl::Ours;
+        ours.scheduled.seconds = 14.45;
+        let both = section(&args, &[m, ours], 288);
+        assert!(
+            both.contains("| (a) time until all Pods are bound | 0.50× |"),
+            "{both}"
+        );
+        assert!(both.contains("| (c) peak RSS | 1.00× |"), "{both}");
     }
 
     #[test]
