@@ -279,3 +279,183 @@ async fn the_ccm_runs_node_pools_on_machines_that_register_themselves() {
     )
     .await;
 }
+
+/// `deploy/node-pool-controller/rbac.yaml` is enough: the binary, impersonating its ServiceAccount, leads its Lease,
+/// launches a node for a Deployment, initializes it (`cloud-node` in the same process), and drains and removes it
+/// when the pool is deleted (finalizer, Eviction API), without one `forbidden` answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_a_pool_end_to_end_as_its_service_account() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::api::ListParams;
+    use test_support::KwokOptions;
+
+    let cp = ControlPlane::builder()
+        .scheduler(true)
+        .controller_manager([
+            "deployment-controller",
+            "replicaset-controller",
+            "disruption-controller",
+        ])
+        .kwok(KwokOptions::default())
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("control plane: {e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rbac = repo.join("deploy/node-pool-controller/rbac.yaml");
+    // Only for this test: the fake cloud's machine kubelets run inside the binary and register Nodes with its
+    // client, which a real kubelet does with its own credentials.
+    let kubelets = dir.path().join("fake-kubelets.yaml");
+    std::fs::write(
+        &kubelets,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: test:fake-machine-kubelets}\n\
+         rules:\n- {apiGroups: [\"\"], resources: [nodes], verbs: [create]}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: test:fake-machine-kubelets}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: test:fake-machine-kubelets}\n\
+         subjects: [{kind: ServiceAccount, name: node-pool-controller, namespace: kube-system}]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for file in [&rbac, &kubelets] {
+        let out = cp
+            .kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(file)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("kubectl: {e}"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(cp.client());
+    let crd = <controller_core::node_pool::NodePool as kube::CustomResourceExt>::crd();
+    crds.create(&PostParams::default(), &crd)
+        .await
+        .unwrap_or_else(|e| panic!("create CRD: {e}"));
+
+    // A kubeconfig like the control plane's whose requests are made as the ServiceAccount.
+    let mut kc =
+        kube::config::Kubeconfig::read_from(cp.kubeconfig_path()).unwrap_or_else(|e| panic!("{e}"));
+    for named in &mut kc.auth_infos {
+        if let Some(auth) = named.auth_info.as_mut() {
+            auth.impersonate =
+                Some("system:serviceaccount:kube-system:node-pool-controller".into());
+            auth.impersonate_groups = Some(vec![
+                "system:serviceaccounts".into(),
+                "system:serviceaccounts:kube-system".into(),
+                "system:authenticated".into(),
+            ]);
+        }
+    }
+    let as_sa = dir.path().join("as-node-pool-controller.kubeconfig");
+    std::fs::write(
+        &as_sa,
+        serde_yaml_ng::to_string(&kc).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("fake.yaml");
+    std::fs::write(
+        &config,
+        "nodeGroups:\n\
+         - id: workers\n  maxSize: 5\n\
+         \x20 template: {instanceType: fake.large, cpu: \"2\", memory: 4Gi}\n\
+         kubelets:\n  registerNodes: true\n\
+         \x20 registerWithTaints: [{key: kube-cloud-rs.dev/unregistered, effect: NoExecute}]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let log = dir.path().join("node-pool-controller.log");
+    let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "--cloud-provider=fake".to_owned(),
+            format!("--cloud-config={}", config.display()),
+            format!("--kubeconfig={}", as_sa.display()),
+            "--secure-port=0".to_owned(),
+            "--leader-elect-identity=np-rbac".to_owned(),
+            "--controllers=node-pool,cloud-node".to_owned(),
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(file.try_clone().unwrap_or_else(|e| panic!("{e}")))
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start: {e}"));
+
+    let manifest = dir.path().join("workload.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: kube-cloud-rs.dev/v1alpha1\nkind: NodePool\nmetadata: {name: web}\n\
+         spec: {nodeGroup: workers, maxNodes: 3}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: default}\n\
+         spec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n\
+         \x20   spec:\n      nodeSelector: {kube-cloud-rs.dev/nodepool: web}\n\
+         \x20     containers: [{name: app, image: app, resources: {requests: {cpu: 500m}}}]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = cp
+        .kubectl()
+        .args(["apply", "-f"])
+        .arg(&manifest)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("kubectl: {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pods: Api<Pod> = Api::namespaced(cp.client(), "default");
+    let nodes: Api<Node> = Api::all(cp.client());
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually(
+        Duration::from_secs(90),
+        "2 replicas Running on the pool's node",
+        async || {
+            assert!(
+                child.try_wait().ok().flatten().is_none(),
+                "exited: {}",
+                read_log()
+            );
+            let list = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .ok()?;
+            let running = list
+                .items
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .count();
+            (running == 2).then_some(())
+        },
+    )
+    .await;
+
+    // Deleting the pool drains its node through the Eviction API and removes it.
+    let pools: Api<controller_core::node_pool::NodePool> = Api::all(cp.client());
+    pools
+        .delete("web", &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("delete pool: {e}"));
+    eventually(
+        Duration::from_secs(90),
+        "the pool and its node gone",
+        async || {
+            let pool_gone = pools.get_opt("web").await.ok()?.is_none();
+            let no_nodes = nodes
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .is_empty();
+            (pool_gone && no_nodes).then_some(())
+        },
+    )
+    .await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let text = read_log();
+    assert!(!text.to_lowercase().contains("forbidden"), "{text}");
+    assert!(text.contains("controllers started"), "{text}");
+}
