@@ -4,19 +4,18 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::consolidation::{Seat, candidate, do_not_disrupt, pods_forbid};
-use super::crd::{ConsolidationPolicy, PoolNodeStatus};
+use super::crd::ConsolidationPolicy;
 use super::disruption::{Disruption, Reason, forced, movers, room_in_budget, until_expiry};
 use super::drain::DISRUPTED_TAINT;
 use super::launch::{existing, offers};
 use super::lifecycle::{Member, Phase, blocks_removal};
 use super::packing::{self, Budget, Plan};
-use super::reconcile::{Launch, decision, delete_instance, free_room};
+use super::reconcile::{decision, delete_instance, free_room};
 use super::scale_up::NodeShape;
 use super::sync::{PodView, Round};
 use super::{PoolReconciler, reasons};
@@ -297,31 +296,19 @@ impl PoolReconciler {
             });
         };
         if !d.planned {
-            let cap = (d.reason == Reason::Replaced)
-                .then(|| round.offered[round.group_of(member)].price)
-                .flatten();
-            let plan = self.replacement_plan(round, live, view, member, cap);
-            let stuck: usize = plan.unplaced.values().sum();
-            if stuck > 0 {
-                let note = format!(
-                    "not disrupting node {}: {stuck} of its pods would fit nowhere else (spec.maxNodes, spec.limits \
-                     or the node groups' sizes); {}",
-                    node.name_any(),
-                    d.why
-                );
-                self.metrics.decision(&round.name, "disruption_blocked", 0);
-                self.events
-                    .normal(&pool_ref, reasons::DISRUPTION_BLOCKED, note);
-                self.with_memory(&round.name, |m| m.disrupting.remove(&member.provider_id));
-                return Ok(false);
-            }
-            self.launch_replacements(round, &plan, &node.name_any(), &d)
-                .await?;
-            d.planned = true;
-            save(&d);
-            if plan.new_nodes > 0 {
-                round.next.at_most(self.config.poll_interval);
-                return Ok(false);
+            match self
+                .plan_replacements(round, live, view, member, &node, &d)
+                .await?
+            {
+                None => return Ok(false),
+                Some(launched) => {
+                    d.planned = true;
+                    save(&d);
+                    if launched > 0 {
+                        round.next.at_most(self.config.poll_interval);
+                        return Ok(false);
+                    }
+                }
             }
         }
         let launching = live
@@ -380,6 +367,43 @@ impl PoolReconciler {
         Ok(true)
     }
 
+    /// Steps 1 and 2 of a disruption: where the node's pods go, and the new nodes launched for them. `None` when
+    /// some would fit nowhere (`DisruptionBlocked`; the disruption is dropped), else how many were launched.
+    async fn plan_replacements(
+        &self,
+        round: &mut Round<'_>,
+        live: &[Member],
+        view: &PodView<'_>,
+        member: &Member,
+        node: &Node,
+        d: &Disruption,
+    ) -> Result<Option<u32>, ReconcileError> {
+        let cap = (d.reason == Reason::Replaced)
+            .then(|| round.offered[round.group_of(member)].price)
+            .flatten();
+        let plan = self.replacement_plan(round, live, view, member, cap);
+        let stuck: usize = plan.unplaced.values().sum();
+        if stuck > 0 {
+            let note = format!(
+                "not disrupting node {}: {stuck} of its pods would fit nowhere else (spec.maxNodes, spec.limits \
+                 or the node groups' sizes); {}",
+                node.name_any(),
+                d.why
+            );
+            self.metrics.decision(&round.name, "disruption_blocked", 0);
+            self.events.normal(
+                &round.pool.object_ref(&()),
+                reasons::DISRUPTION_BLOCKED,
+                note,
+            );
+            self.with_memory(&round.name, |m| m.disrupting.remove(&member.provider_id));
+            return Ok(None);
+        }
+        self.launch_replacements(round, &plan, &node.name_any(), d)
+            .await?;
+        Ok(Some(plan.new_nodes))
+    }
+
     /// Launches the new nodes of a replacement plan (`DisruptionLaunching`).
     async fn launch_replacements(
         &self,
@@ -397,27 +421,7 @@ impl PoolReconciler {
             reasons::DISRUPTION_LAUNCHING,
             format!("launching {} node(s) first: {why}", plan.new_nodes),
         );
-        for (&offer, &count) in &plan.launches {
-            let group = round.offered[offer].id.clone();
-            let launch = Launch {
-                group: &group,
-                count,
-                why: &why,
-                now: round.now,
-            };
-            let launched = self
-                .scale_up(round.pool, round.groups, &round.instances, launch)
-                .await?;
-            for provider_id in launched {
-                round.status_nodes.push(PoolNodeStatus {
-                    provider_id,
-                    node_name: None,
-                    phase: Phase::Launching.as_str().to_owned(),
-                    launched_at: Time(round.now),
-                    node_group: Some(group.clone()),
-                });
-            }
-        }
+        self.launch_all(round, &plan.launches, &why).await?;
         round.scale_up = Some(decision(plan.new_nodes, why, round.now));
         Ok(())
     }

@@ -98,19 +98,33 @@ impl PoolReconciler {
         } else {
             format!("below spec.minNodes {}", spec.min_nodes)
         };
-        let mut launched_total = 0;
-        for (offer, count) in launches {
+        let launched_total = self.launch_all(round, &launches, &why).await?;
+        round.scale_up = Some(decision(launched_total, why, round.now));
+        round.next.at_most(self.config.poll_interval);
+        Ok(launched_total)
+    }
+
+    /// Launches `launches` (instances per offer) for `why`; each new instance gets its `Launching` status entry.
+    /// Returns how many were asked for.
+    pub(super) async fn launch_all(
+        &self,
+        round: &mut Round<'_>,
+        launches: &BTreeMap<usize, u32>,
+        why: &str,
+    ) -> Result<u32, ReconcileError> {
+        let mut total = 0;
+        for (&offer, &count) in launches {
             let group = round.offered[offer].id.clone();
             let launch = Launch {
                 group: &group,
                 count,
-                why: &why,
+                why,
                 now: round.now,
             };
             let launched = self
                 .scale_up(round.pool, round.groups, &round.instances, launch)
                 .await?;
-            launched_total += count;
+            total += count;
             for provider_id in launched {
                 round.status_nodes.push(PoolNodeStatus {
                     provider_id,
@@ -121,9 +135,7 @@ impl PoolReconciler {
                 });
             }
         }
-        round.scale_up = Some(decision(launched_total, why, round.now));
-        round.next.at_most(self.config.poll_interval);
-        Ok(launched_total)
+        Ok(total)
     }
 
     /// The group `minNodes` launches from: the cheapest (then smallest) with room.
