@@ -29,12 +29,18 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::karpenter_offering::{self, Offering, Subset};
+
+mod section;
+mod sides;
+
 use crate::report;
+use section::{bind_plot, section};
+pub use sides::{start_karpenter, start_ours};
 
 /// The label of every workload object.
 const WORKLOAD_LABEL: &str = "bench-node-pools";
 /// The workload: (name, CPU request, memory request), one Deployment each.
-const SIZES: [(&str, &str, &str); 4] = [
+pub(super) const SIZES: [(&str, &str, &str); 4] = [
     ("np-100m", "100m", "128Mi"),
     ("np-500m", "500m", "1Gi"),
     ("np-1cpu", "1", "2Gi"),
@@ -285,217 +291,6 @@ async fn run_side(
         measured.work = kept;
     }
     Ok(measured)
-}
-
-/// Karpenter's kwok provider, run as a plain process against the control plane (how: docs/benchmarks.md,
-/// "Karpenter as the anchor"): its CRDs, a KWOKNodeClass, a NodePool offering the amd64/linux instance types in
-/// every zone, on-demand and spot.
-pub async fn start_karpenter(env: &Env, args: &Args, dir: &Path) -> Result<Autoscaler> {
-    kubectl(
-        env,
-        &[
-            "create".into(),
-            "-f".into(),
-            dir.join("crds").into_os_string(),
-        ],
-    )
-    .await?;
-    kubectl(
-        env,
-        &[
-            "wait".into(),
-            "--for=condition=established".into(),
-            "--timeout=60s".into(),
-            "crd".into(),
-            "--all".into(),
-        ],
-    )
-    .await?;
-    let pool = env.work.join("karpenter-nodepool.json");
-    let manifest = json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "karpenter.kwok.sh/v1alpha1", "kind": "KWOKNodeClass", "metadata": {"name": "default"}},
-        {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": "default"}, "spec": {
-            "template": {"spec": {
-                "requirements": [
-                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
-                    {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
-                    {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand", "spot"]},
-                ],
-                "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"},
-                "expireAfter": "Never",
-            }},
-            "limits": {"cpu": "10000"},
-            "disruption": {
-                "consolidationPolicy": "WhenEmptyOrUnderutilized",
-                "consolidateAfter": args.consolidate_after,
-                "budgets": [{"nodes": args.karpenter_budget}],
-            },
-        }},
-    ]});
-    std::fs::write(&pool, serde_json::to_vec_pretty(&manifest)?).context("writing the NodePool")?;
-    kubectl(env, &["create".into(), "-f".into(), pool.into_os_string()]).await?;
-
-    let version = std::fs::read_to_string(dir.join("VERSION"))
-        .ok()
-        .and_then(|v| {
-            v.lines()
-                .find_map(|l| l.strip_prefix("KARPENTER_VERSION=").map(str::to_owned))
-        })
-        .unwrap_or_else(|| "unknown".to_owned());
-    let metrics_port = free_port()?;
-    let health_port = free_port()?;
-    let log = env.work.join("karpenter.log");
-    let file = std::fs::File::create(&log).context("creating the Karpenter log")?;
-    let mut cmd = tokio::process::Command::new(dir.join("bin").join("karpenter-kwok"));
-    cmd.env("KUBECONFIG", env.cp.kubeconfig_path())
-        .env("DISABLE_LEADER_ELECTION", "true")
-        .env("SYSTEM_NAMESPACE", "kube-system")
-        .env("METRICS_PORT", metrics_port.to_string())
-        .env("HEALTH_PROBE_PORT", health_port.to_string())
-        .env("INSTANCE_TYPES_FILE_PATH", dir.join("instance_types.json"))
-        .env("LOG_LEVEL", "info");
-    if let Some(gates) = &args.karpenter_feature_gates {
-        cmd.env("FEATURE_GATES", gates);
-    }
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(file.try_clone().context("the Karpenter log")?)
-        .stderr(file)
-        .kill_on_drop(true);
-    crate::candidate::die_with_parent(&mut cmd);
-    let child = cmd.spawn().context("starting karpenter-kwok")?;
-    let pid = child.id().context("karpenter-kwok exited at once")?;
-    let mut autoscaler = Autoscaler {
-        child,
-        pid,
-        user_agent_prefix: "karpenter/".to_owned(),
-        version,
-        log,
-    };
-    let started = Instant::now();
-    loop {
-        autoscaler.check_running()?;
-        if http_ok(health_port, "/readyz").await {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!(
-                "Karpenter not ready after 120s; see {}",
-                autoscaler.log.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    eprintln!(
-        "bench: node-pools: Karpenter {} ready in {:.1}s (pid {pid})",
-        autoscaler.version,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(autoscaler)
-}
-
-/// Our NodePool controller against `env`, offered what Karpenter is: the CRD; provider-fake's config with one node
-/// group per offering (Karpenter's prices, its Nodes' allocatable) and machine kubelets that register each
-/// running instance's Node as a kwok Node; one NodePool naming every group, consolidating as Karpenter's does
-/// (`WhenEmptyOrUnderutilized` after `--consolidate-after`, budget `--karpenter-budget`); then
-/// `node-pool-controller --controllers=node-pool,cloud-node` (the cloud-node controller initializes the Nodes, as
-/// the cloud-controller-manager would) with Karpenter's client limits (200 QPS, burst 300).
-pub async fn start_ours(env: &Env, args: &Args) -> Result<Autoscaler> {
-    let bin = crate::build::rust_binary("node-pool-controller").await?;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(env.client.clone());
-    let crd = <controller_core::node_pool::NodePool as kube::CustomResourceExt>::crd();
-    crds.create(&PostParams::default(), &crd)
-        .await
-        .context("creating the NodePool CRD")?;
-    kubectl(
-        env,
-        &[
-            "wait".into(),
-            "--for=condition=established".into(),
-            "--timeout=60s".into(),
-            "crd/nodepools.kube-cloud-rs.dev".into(),
-        ],
-    )
-    .await?;
-    let config = env.work.join("fake.yaml");
-    let mut text = karpenter_offering::fake_config_yaml(&env.offerings, 500, true);
-    text.push_str(
-        "kubelets:\n  registerNodes: true\n  intervalMs: 200\n  registerWithTaints: [{key: kube-cloud-rs.dev/unregistered, \
-         effect: NoExecute}]\n",
-    );
-    std::fs::write(&config, text).context("writing the fake cloud config")?;
-    let delay = humantime::parse_duration(&args.consolidate_after)
-        .with_context(|| format!("--consolidate-after {:?}", args.consolidate_after))?;
-    let pool = env.work.join("nodepool.yaml");
-    let mut manifest = karpenter_offering::node_pool_yaml("default", &env.offerings, 10_000);
-    manifest.push_str(&format!(
-        "  emptyNodeDelaySeconds: {}\n  consolidationPolicy: WhenEmptyOrUnderutilized\n  disruptionBudgets: \
-         [{{nodes: \"{}\"}}]\n",
-        delay.as_secs(),
-        args.karpenter_budget
-    ));
-    std::fs::write(&pool, manifest).context("writing the NodePool")?;
-    kubectl(env, &["create".into(), "-f".into(), pool.into_os_string()]).await?;
-
-    let log = env.work.join("node-pool-controller.log");
-    let file = std::fs::File::create(&log).context("creating the controller log")?;
-    let mut cmd = tokio::process::Command::new(&bin);
-    cmd.args([
-        "--cloud-provider=fake".to_owned(),
-        format!("--cloud-config={}", config.display()),
-        format!("--kubeconfig={}", env.cp.kubeconfig_path().display()),
-        "--secure-port=0".to_owned(),
-        "--leader-elect=false".to_owned(),
-        "--controllers=node-pool,cloud-node".to_owned(),
-        "--kube-api-qps=200".to_owned(),
-        "--kube-api-burst=300".to_owned(),
-    ])
-    .env("RUST_LOG", "info")
-    .stdin(std::process::Stdio::null())
-    .stdout(file.try_clone().context("the controller log")?)
-    .stderr(file)
-    .kill_on_drop(true);
-    crate::candidate::die_with_parent(&mut cmd);
-    let child = cmd.spawn().context("starting node-pool-controller")?;
-    let pid = child.id().context("node-pool-controller exited at once")?;
-    let mut autoscaler = Autoscaler {
-        child,
-        pid,
-        user_agent_prefix: "node-pool-controller/".to_owned(),
-        version: format!("{} (this repository)", env!("CARGO_PKG_VERSION")),
-        log,
-    };
-    // Ready once it has looked at the pool (its status says Valid).
-    let pools: Api<controller_core::node_pool::NodePool> = Api::all(env.client.clone());
-    let started = Instant::now();
-    loop {
-        autoscaler.check_running()?;
-        let valid = pools
-            .get("default")
-            .await
-            .ok()
-            .and_then(|p| p.status)
-            .is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Valid" && c.status == "True")
-            });
-        if valid {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!(
-                "node-pool-controller did not report the pool Valid within 120s; see {}",
-                autoscaler.log.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    eprintln!(
-        "bench: node-pools: node-pool-controller ready in {:.1}s (pid {pid})",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(autoscaler)
 }
 
 /// The workload and the measurements, the same for both sides.
@@ -760,18 +555,18 @@ fn deployment(name: &str, cpu: &str, memory: &str, replicas: usize) -> Deploymen
 }
 
 /// `total` split into `parts` as evenly as possible (the first ones get the remainder).
-fn split(total: usize, parts: usize) -> Vec<usize> {
+pub(super) fn split(total: usize, parts: usize) -> Vec<usize> {
     (0..parts)
         .map(|i| total / parts + usize::from(i < total % parts))
         .collect()
 }
 
 /// `n` scaled to `percent`, rounded half up.
-fn scaled(n: usize, percent: u32) -> usize {
+pub(super) fn scaled(n: usize, percent: u32) -> usize {
     (n * percent as usize + 50) / 100
 }
 
-async fn kubectl(env: &Env, args: &[OsString]) -> Result<()> {
+pub(super) async fn kubectl(env: &Env, args: &[OsString]) -> Result<()> {
     let output = env
         .cp
         .kubectl()
@@ -790,13 +585,13 @@ async fn kubectl(env: &Env, args: &[OsString]) -> Result<()> {
     Ok(())
 }
 
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.port())
 }
 
 /// A plain HTTP/1.0 GET answered 200.
-async fn http_ok(port: u16, path: &str) -> bool {
+pub(super) async fn http_ok(port: u16, path: &str) -> bool {
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
@@ -896,207 +691,6 @@ impl AuditByAgent {
     }
 }
 
-fn types(s: &Snapshot) -> String {
-    s.instance_types
-        .iter()
-        .map(|(k, n)| format!("{n}× `{k}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The CDF of (a)'s bind times per side, written beside the markdown file as `benchmarks/node-pools-bound.svg`;
-/// its file name, or `None` when nothing is written (`--out -`).
-fn bind_plot(args: &Args, rows: &[Measured]) -> Result<Option<&'static str>> {
-    const NAME: &str = "node-pools-bound.svg";
-    let out = match &args.out {
-        Some(p) if p.as_os_str() == "-" => return Ok(None),
-        Some(p) => p.clone(),
-        None => crate::workspace_root().join("docs").join("benchmarks.md"),
-    };
-    let series: Vec<(String, Vec<f64>)> = rows
-        .iter()
-        .map(|r| (r.which.label().to_owned(), r.bind_times.clone()))
-        .collect();
-    let svg = crate::ccm_report::cdf_svg(
-        &format!("{} pending Pods: fraction bound to a Node", args.pods),
-        &series,
-    );
-    let dir = out.parent().unwrap_or(Path::new(".")).join("benchmarks");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(NAME);
-    std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
-    eprintln!("bench: wrote {}", path.display());
-    Ok(Some(NAME))
-}
-
-/// Ours ÷ Karpenter's, per measure (below 1: ours is less), when both sides ran.
-fn ratios(rows: &[Measured]) -> String {
-    let side = |which| rows.iter().find(|r| r.which == which);
-    let (Some(ours), Some(theirs)) = (side(Impl::Ours), side(Impl::Karpenter)) else {
-        return String::new();
-    };
-    let ratio = |a: f64, b: f64| {
-        if b > 0.0 {
-            format!("{:.2}×", a / b)
-        } else {
-            "–".to_owned()
-        }
-    };
-    let measures: [(&str, f64, f64); 8] = [
-        (
-            "(a) time until all Pods are bound",
-            ours.scheduled.seconds,
-            theirs.scheduled.seconds,
-        ),
-        (
-            "(a) price when all are bound",
-            ours.scheduled.price_per_hour,
-            theirs.scheduled.price_per_hour,
-        ),
-        (
-            "(a) price once settled",
-            ours.up_settled.price_per_hour,
-            theirs.up_settled.price_per_hour,
-        ),
-        (
-            "(b) price left after the scale-down",
-            ours.down_settled.price_per_hour,
-            theirs.down_settled.price_per_hour,
-        ),
-        (
-            "(b) time to settle",
-            ours.down_settled.seconds,
-            theirs.down_settled.seconds,
-        ),
-        (
-            "(c) apiserver requests, whole run",
-            ours.requests as f64,
-            theirs.requests as f64,
-        ),
-        ("(c) CPU seconds", ours.cpu_seconds, theirs.cpu_seconds),
-        ("(c) peak RSS", ours.peak_rss_mib, theirs.peak_rss_mib),
-    ];
-    let mut s = String::from("\n| ours ÷ Karpenter | ratio |\n|---|---:|\n");
-    for (name, a, b) in measures {
-        s.push_str(&format!("| {name} | {} |\n", ratio(a, b)));
-    }
-    s
-}
-
-fn section(args: &Args, rows: &[Measured], offerings: usize) -> String {
-    let per_size = split(args.pods, SIZES.len());
-    let workload: Vec<String> = SIZES
-        .iter()
-        .zip(&per_size)
-        .map(|((_, cpu, mem), n)| format!("{n}× {cpu}/{mem}"))
-        .collect();
-    let mut s = format!(
-        "## Node pools: provisioning and consolidation\n\n`{}` — finished {} UTC.\n\n\
-         Each side on a fresh control plane (etcd, kube-apiserver with an audit log, kube-scheduler, \
-         kube-controller-manager for Deployments, kwok as the kubelets). Workload: {} pending Pods as Deployments \
-         ({}); then every Deployment scaled to {} %. Both sides offered the same {} instance-type offerings \
-         (Karpenter's kwok amd64/linux types × 4 zones × on-demand/spot; prices from its `instance_types.json`). \
-         Karpenter: NodePool `WhenEmptyOrUnderutilized`, `consolidateAfter: {}`, budget `{}`, feature gates {}. \"Settled\": the \
-         Node set unchanged for {:?} and none being deleted, timed to its last change; everything polled every 0.5 s. \
-         Requests: the audit log's requests whose User-Agent is the autoscaler's (watches counted once).\n\n\
-         | | {} |\n|---|{}\n",
-        crate::command_line(),
-        report::utc_now(),
-        args.pods,
-        workload.join(", "),
-        args.scale_to,
-        offerings,
-        args.consolidate_after,
-        args.karpenter_budget,
-        args.karpenter_feature_gates
-            .as_deref()
-            .map_or("default".to_owned(), |g| format!("`{g}`")),
-        args.quiet,
-        rows.iter()
-            .map(|r| format!("{} {}", r.which.label(), r.version))
-            .collect::<Vec<_>>()
-            .join(" | "),
-        "---:|".repeat(rows.len()),
-    );
-    if !rows.iter().any(|r| r.which == Impl::Ours) {
-        // Before the table's rows would break it: say it in the intro instead.
-        let at = s.find("\n\n| |").unwrap_or(s.len());
-        s.insert_str(at, " Karpenter alone this run (`--impls karpenter`).");
-    }
-    let mut row = |name: &str, f: &dyn Fn(&Measured) -> String| {
-        s.push_str(&format!(
-            "| {name} | {} |\n",
-            rows.iter().map(f).collect::<Vec<_>>().join(" | ")
-        ));
-    };
-    row("(a) all Pods bound after", &|r| {
-        format!("{:.1} s", r.scheduled.seconds)
-    });
-    row("(a) Nodes then / launched until then", &|r| {
-        format!("{} / {}", r.scheduled.nodes, r.launched)
-    });
-    row("(a) price then", &|r| {
-        format!("${:.4}/h", r.scheduled.price_per_hour)
-    });
-    row("(a) Nodes settled after", &|r| {
-        format!("{:.1} s", r.up_settled.seconds)
-    });
-    row("(a) Nodes / price settled", &|r| {
-        format!(
-            "{} / ${:.4}/h",
-            r.up_settled.nodes, r.up_settled.price_per_hour
-        )
-    });
-    row("(b) Nodes settled after", &|r| {
-        format!("{:.1} s", r.down_settled.seconds)
-    });
-    row("(b) Nodes / price left", &|r| {
-        format!(
-            "{} / ${:.4}/h",
-            r.down_settled.nodes, r.down_settled.price_per_hour
-        )
-    });
-    row("(b) Pods left / evicted", &|r| {
-        format!("{} / {}", r.pods_left, r.evictions)
-    });
-    row("(c) apiserver requests: (a) / (b) / whole run", &|r| {
-        format!("{} / {} / {}", r.requests_up, r.requests_down, r.requests)
-    });
-    row("(c) CPU seconds / peak RSS", &|r| {
-        format!("{:.1} s / {:.1} MiB", r.cpu_seconds, r.peak_rss_mib)
-    });
-    s.push_str(&ratios(rows));
-    for r in rows {
-        s.push_str(&format!(
-            "\n{}: instance types when all Pods were bound: {}; after (a) settled: {}; after (b): {}. \
-             Live Nodes after the scale-down (s: Nodes, $/h): {}. Requests by kind: {}.\n",
-            r.which.label(),
-            types(&r.scheduled),
-            types(&r.up_settled),
-            types(&r.down_settled),
-            r.down_settled
-                .changes
-                .iter()
-                .map(|(t, n, p)| format!("{t:.1}: {n}, {p:.4}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-            r.requests_per
-                .iter()
-                .take(12)
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        let unpriced = r.scheduled.unpriced + r.up_settled.unpriced + r.down_settled.unpriced;
-        if unpriced > 0 {
-            s.push_str(&format!(
-                "({unpriced} Node observations had no matching offering and no price.)\n"
-            ));
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1107,76 +701,6 @@ mod tests {
         assert_eq!(split(10, 4), vec![3, 3, 2, 2]);
         assert_eq!(scaled(125, 30), 38);
         assert_eq!(scaled(10, 30), 3);
-    }
-
-    #[test]
-    fn renders_one_column_per_side() {
-        let args = Args {
-            pods: 500,
-            scale_to: 30,
-            quiet: Duration::from_secs(60),
-            timeout: Duration::from_secs(900),
-            impls: vec![Impl::Karpenter],
-            karpenter_budget: "100%".into(),
-            consolidate_after: "10s".into(),
-            karpenter_feature_gates: None,
-            karpenter_dir: None,
-            keep: false,
-            out: None,
-        };
-        let snap = |seconds, nodes, price_per_hour| Snapshot {
-            seconds,
-            nodes,
-            price_per_hour,
-            instance_types: BTreeMap::from([("c-4x-amd64-linux/spot".to_owned(), nodes)]),
-            unpriced: 0,
-            changes: vec![(seconds, nodes, price_per_hour)],
-        };
-        let m = Measured {
-            which: Impl::Karpenter,
-            version: "v1.15.0".into(),
-            scheduled: snap(28.9, 4, 9.1216),
-            launched: 4,
-            bind_times: vec![10.0, 28.9],
-            up_settled: snap(28.9, 4, 9.1216),
-            down_settled: snap(72.3, 1, 3.6486),
-            pods_left: 152,
-            evictions: 94,
-            requests: 446,
-            requests_per: vec![("create events".into(), 194)],
-            requests_up: 130,
-            requests_down: 308,
-            cpu_seconds: 7.0,
-            peak_rss_mib: 113.4,
-            window_us: (0, 0, 0),
-            work: PathBuf::new(),
-        };
-        let s = section(&args, std::slice::from_ref(&m), 288);
-        assert!(
-            s.contains("| | Karpenter (kwok provider) v1.15.0 |\n|---|---:|\n"),
-            "{s}"
-        );
-        assert!(s.contains("| (a) all Pods bound after | 28.9 s |\n"), "{s}");
-        assert!(
-            s.contains("| (b) Pods left / evicted | 152 / 94 |\n"),
-            "{s}"
-        );
-        assert!(
-            s.contains("Karpenter alone this run (`--impls karpenter`).\n\n| |"),
-            "{s}"
-        );
-        assert!(s.contains("(s: Nodes, $/h): 72.3: 1, 3.6486."), "{s}");
-        assert!(!s.contains("ours ÷ Karpenter"), "no ratios with one side");
-        // Both sides: one column each and the ratios, ours over Karpenter's.
-        let mut ours = m.clone();
-        ours.which = Impl::Ours;
-        ours.scheduled.seconds = 14.45;
-        let both = section(&args, &[m, ours], 288);
-        assert!(
-            both.contains("| (a) time until all Pods are bound | 0.50× |"),
-            "{both}"
-        );
-        assert!(both.contains("| (c) peak RSS | 1.00× |"), "{both}");
     }
 
     #[test]
